@@ -1,0 +1,3 @@
+"""twinlm: twin encoder/decoder language models trained on one recipe."""
+
+__version__ = "0.1.0"
