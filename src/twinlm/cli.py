@@ -1,0 +1,47 @@
+"""The `twinlm` command. Each subcommand lives in `twinlm/commands/<name>.py` and exposes
+`register(subparsers)`; heavy imports happen inside the command so `--help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from twinlm.commands import demo, plan, pretrain
+from twinlm.errors import UserError
+
+# Explicit list, in the order `twinlm --help` shows them.
+COMMANDS = [pretrain, plan, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twinlm",
+        description="Train twin encoder/decoder language models on one recipe, compare them, convert them, "
+        "and turn them into retrievers, rerankers, classifiers and chat models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except UserError as err:
+        print(f"twinlm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"twinlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

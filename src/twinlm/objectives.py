@@ -1,0 +1,67 @@
+"""Pretraining objectives as collators: MLM for the encoder twin, next-token CLM for the decoder.
+
+Both take the same packed blocks (no padding). The only difference between the twins' batches
+is what is masked and which positions carry labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+IGNORE = -100
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    mask_ratio: float,
+    mask_token_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BERT-style corruption: pick `mask_ratio` of the non-special tokens; of those 80% become the
+    mask token, 10% a random token, 10% stay. Returns (corrupted ids, labels, selected mask)."""
+    labels = input_ids.clone()
+    probs = torch.full(input_ids.shape, mask_ratio)
+    special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype))
+    probs.masked_fill_(special, 0.0)
+    selected = torch.bernoulli(probs, generator=generator).bool()
+    labels[~selected] = IGNORE
+    corrupted = input_ids.clone()
+    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & selected
+    corrupted[to_mask] = mask_token_id
+    # Half of the remaining 20%: a random token.
+    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & selected & ~to_mask
+    corrupted[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
+    return corrupted, labels, selected
+
+
+class MLMCollator:
+    """Stack blocks and apply `mask_tokens` at the phase's mask ratio."""
+
+    def __init__(self, tokenizer, mask_ratio: float):
+        self.mask_ratio = mask_ratio
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.special_ids = sorted(set(tokenizer.all_special_ids))
+
+    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        input_ids = torch.stack([e["input_ids"] for e in examples])
+        corrupted, labels, _ = mask_tokens(
+            input_ids, self.mask_ratio, self.mask_token_id, self.vocab_size, self.special_ids
+        )
+        return {"input_ids": corrupted, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+class CLMCollator:
+    """Stack blocks; labels are the inputs (the model shifts them by one)."""
+
+    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        input_ids = torch.stack([e["input_ids"] for e in examples])
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+
+
+def collator_for(twin: str, tokenizer, mask_ratio: float):
+    return MLMCollator(tokenizer, mask_ratio) if twin == "encoder" else CLMCollator()

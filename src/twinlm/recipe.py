@@ -1,0 +1,341 @@
+"""Recipes: typed, strict configuration for twin pretraining.
+
+A recipe is data: model shape, tokenizer, data, phases and training settings. YAML files in
+`recipes/` load into these dataclasses; `--set key.sub=value` overrides any field. Every unknown
+key is an error that names the key and the valid ones, and combinations are checked at load
+time so that a bad recipe fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from twinlm.errors import UserError
+
+# Ettin shapes (ETTIN-FACTS §1): identical for encoder and decoder. head dim is always 64.
+# nano/micro are CPU shapes for the demo and the tests.
+SIZES: dict[str, dict[str, int]] = {
+    "micro": dict(layers=2, hidden=64, intermediate=96, heads=1),
+    "nano": dict(layers=4, hidden=128, intermediate=192, heads=2),
+    "17m": dict(layers=7, hidden=256, intermediate=384, heads=4),
+    "32m": dict(layers=10, hidden=384, intermediate=576, heads=6),
+    "68m": dict(layers=19, hidden=512, intermediate=768, heads=8),
+    "150m": dict(layers=22, hidden=768, intermediate=1152, heads=12),
+    "400m": dict(layers=28, hidden=1024, intermediate=2624, heads=16),
+    "1b": dict(layers=28, hidden=1792, intermediate=3840, heads=28),
+}
+
+LR_SCHEDULES = ("warmup_constant", "one_minus_sqrt", "warmup_linear")
+TWINS = ("encoder", "decoder")
+
+
+@dataclass
+class ModelShape:
+    """Shape shared by both twins."""
+
+    size: str = "nano"  # a key of SIZES; layers/hidden/intermediate/heads default to it
+    layers: int | None = None
+    hidden: int | None = None
+    intermediate: int | None = None  # GLU half, as in HF `intermediate_size`
+    heads: int | None = None
+    max_position_embeddings: int = 8192
+    global_attn_every_n_layers: int = 3  # every 3rd layer global, others sliding window
+    local_attention: int = 128  # sliding window width (the decoder looks back half of it)
+    local_rope_theta: float = 10_000.0
+    attention_dropout: float = 0.1  # Ettin pretrains with attention-output dropout 0.1
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise UserError(f"unknown model size {self.size!r}; valid sizes: {', '.join(SIZES)}")
+        for key, value in SIZES[self.size].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.hidden % self.heads:
+            raise UserError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
+
+
+@dataclass
+class TokenizerConfig:
+    """Either reuse a tokenizer (path or hub id) or train a BPE tokenizer on the corpus."""
+
+    name_or_path: str | None = None  # None: train one with ModernBERT-style special tokens
+    vocab_size: int = 8192  # only for a trained tokenizer
+    min_frequency: int = 2
+    train_documents: int = 50_000  # documents sampled to train the tokenizer
+
+
+@dataclass
+class WorldSettings:
+    """The built-in synthetic world, used when `data.source` is empty."""
+
+    num_people: int = 2000
+    seed: int = 0
+    gender_skew: float = 0.8
+    they_share: float = 0.1
+    heldout_fraction: float = 0.1
+    biographies_per_person: int = 2
+
+
+@dataclass
+class DataConfig:
+    """Where the pretraining text comes from and how it is packed."""
+
+    source: str | None = None  # file, folder, glob, MDS folder, save_to_disk folder or hub id; None: the world
+    text_column: str = "text"
+    split: str = "train"
+    max_documents: int | None = None
+    heldout_documents: int = 200  # held out from training for evaluation
+    cache_dir: str | None = None  # tokenized blocks; default: <out>/data
+    world: WorldSettings = field(default_factory=WorldSettings)
+
+
+@dataclass
+class Phase:
+    """One training phase; each continues from the previous phase's weights."""
+
+    name: str = "pretrain"
+    tokens: int = 1_000_000  # token budget per twin for this phase
+    seq_len: int = 128
+    lr_schedule: str = "warmup_constant"  # one of LR_SCHEDULES
+    lr_start: float = 1.0  # multiples of training.lr
+    lr_end: float = 1.0
+    warmup_tokens: int = 0
+    mask_ratio: float = 0.3  # MLM only
+    rope_theta: float = 10_000.0  # global-attention RoPE theta
+    global_batch: int | None = None  # sequences per step; None: training.global_batch
+    source: str | None = None  # phase-specific data (Ettin's decay mix); None: data.source
+
+    def check(self, index: int) -> None:
+        where = f"phases[{index}] ({self.name})"
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"{where}.lr_schedule={self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise UserError(f"{where}.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.tokens <= 0 or self.seq_len <= 1:
+            raise UserError(f"{where} needs tokens > 0 and seq_len > 1")
+        if self.warmup_tokens < 0 or self.warmup_tokens > self.tokens:
+            raise UserError(f"{where}.warmup_tokens must be between 0 and the phase tokens ({self.tokens})")
+
+
+@dataclass
+class TrainingConfig:
+    """Optimizer, batch and logging settings shared by both twins."""
+
+    lr: float = 3e-3
+    weight_decay: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    optimizer: str = "stable_adamw"  # stable_adamw (Ettin) or adamw
+    global_batch: int = 16  # sequences per optimizer step, over all processes
+    micro_batch: int = 16  # sequences per forward pass per process
+    batch_warmup_tokens: int = 0  # Ettin's batch-size warmup; recorded, see the model card
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: str = "fp32"  # fp32 | bf16
+    attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
+    log_every: int = 10
+    save_every: int = 200  # intermediate checkpoints within a phase (for resume)
+    peak_tflops: float | None = None  # for MFU; None: measured (CPU) or looked up (GPU)
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard", "wandb"]
+    sparse_mlm_head: bool = True  # encoder: run the MLM head only on masked positions
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("stable_adamw", "adamw"):
+            raise UserError(f"training.optimizer={self.optimizer!r}; valid: stable_adamw, adamw")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"training.precision={self.precision!r}; valid: fp32, bf16")
+        if self.global_batch % self.micro_batch:
+            raise UserError(
+                f"training.global_batch ({self.global_batch}) must be a multiple of "
+                f"training.micro_batch ({self.micro_batch})"
+            )
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a twin pretraining run."""
+
+    name: str = "recipe"
+    model: ModelShape = field(default_factory=ModelShape)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    phases: list[Phase] = field(default_factory=lambda: [Phase()])
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def check(self) -> None:
+        """Cross-field checks, run at load time."""
+        if not self.phases:
+            raise UserError("a recipe needs at least one phase")
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise UserError(f"phase names must be unique, got {names}")
+        for i, phase in enumerate(self.phases):
+            phase.check(i)
+            if phase.seq_len > self.model.max_position_embeddings:
+                raise UserError(
+                    f"phases[{i}].seq_len={phase.seq_len} exceeds model.max_position_embeddings="
+                    f"{self.model.max_position_embeddings} for size {self.model.size}"
+                )
+            if self.batch_of(phase) % self.training.micro_batch:
+                raise UserError(
+                    f"phases[{i}] global batch {self.batch_of(phase)} is not a multiple of "
+                    f"training.micro_batch ({self.training.micro_batch})"
+                )
+
+    def batch_of(self, phase: Phase) -> int:
+        return phase.global_batch or self.training.global_batch
+
+    def phase_steps(self, phase: Phase) -> int:
+        return max(1, math.ceil(phase.tokens / (self.batch_of(phase) * phase.seq_len)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, refusing keys it does not declare."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'recipe'} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            name = f"{where}.{key}" if where else key
+            raise UserError(f"unknown recipe key {name!r}; valid keys here: {', '.join(valid)}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list")
+        return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None:
+        if type(None) in args:
+            return None
+        raise UserError(f"{where} may not be empty")
+    base = [a for a in args if a is not type(None)] if args and origin is not list and origin is not tuple else []
+    target = base[0] if len(base) == 1 else hint
+    if target is tuple or origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise UserError(f"{where} must be a list of {len(args)} numbers")
+        return tuple(float(v) for v in value)
+    if origin is list:
+        return list(value) if isinstance(value, list | tuple) else [value]
+    try:
+        if target is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if target is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if target is float:
+            return float(value)
+        if target is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ["a.b=1", "c=x"] into a nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set expects key.sub=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key == "phases" and isinstance(value, dict):
+            # --set phases.decay.tokens=... addresses a phase by name (or index).
+            phases = [dict(p) for p in out.get("phases") or []]
+            for name, sub in value.items():
+                idx = _phase_index(phases, name)
+                phases[idx] = _merge(phases[idx], sub, f"phases.{name}")
+            out["phases"] = phases
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def _phase_index(phases: list[dict], name: str) -> int:
+    for i, p in enumerate(phases):
+        if str(p.get("name")) == str(name) or str(i) == str(name):
+            return i
+    valid = [str(p.get("name")) for p in phases]
+    raise UserError(f"--set phases.{name}: no such phase; phases are {', '.join(valid)}")
+
+
+def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    merged = _merge(data or {}, parse_overrides(overrides or []))
+    recipe = _build(Recipe, merged, "")
+    recipe.check()
+    return recipe
+
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe file path, or the name of a shipped recipe (`nano`, `ettin-17m`, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+    raise UserError(f"no recipe file {name_or_path!r}; shipped recipes: {', '.join(names)}")
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data.setdefault("name", path.stem)
+    return recipe_from_dict(data, overrides)
