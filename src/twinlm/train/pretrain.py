@@ -187,7 +187,7 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
         config.sparse_prediction = recipe.training.sparse_mlm_head
     model = build_twin(twin, config, recipe.training.seed, recipe.training.attn_implementation)
     results, step_offset = [], 0
-    for index, phase in enumerate(recipe.phases):
+    for phase in recipe.phases:
         phase_dir = twin_dir / "phases" / phase.name
         steps = recipe.phase_steps(phase)
         if (phase_dir / DONE_FILE).exists():
@@ -225,13 +225,13 @@ def _load(twin: str, path: Path, recipe: Recipe):
     return model
 
 
-def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
-               heldout_store: TokenStore, step_offset, callbacks) -> PhaseResult:
+def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer, phase: Phase, steps: int,
+                        train_store: TokenStore, collator=None) -> PhaseTrainer:
+    """The Trainer for one phase of one twin. `collator` defaults to the twin's objective (MLM or
+    CLM); conversions pass another one (e.g. MNTP) and reuse everything else."""
     t = recipe.training
     state = PartialState()
     batch = recipe.batch_of(phase)
-    tokens_per_step = batch * phase.seq_len
-    work = out / twin / "work" / phase.name
     dataset = BlockDataset(train_store, phase.seq_len, num_samples=steps * batch, seed=t.seed)
     args = TrainingArguments(
         output_dir=str(work),
@@ -255,6 +255,24 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and state.num_processes > 1 else None,
     )
+    trainer = PhaseTrainer(
+        model=model, args=args, train_dataset=dataset,
+        data_collator=collator or collator_for(twin, tokenizer, phase.mask_ratio),
+        recipe=recipe, phase=phase, tokens_per_step=batch * phase.seq_len,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
+               heldout_store: TokenStore, step_offset, callbacks, collator=None) -> PhaseResult:
+    t = recipe.training
+    state = PartialState()
+    batch = recipe.batch_of(phase)
+    tokens_per_step = batch * phase.seq_len
+    work = out / twin / "work" / phase.name
+    trainer = build_phase_trainer(recipe, work, twin, model, tokenizer, phase, steps, train_store, collator)
     head_fraction = phase.mask_ratio if (twin == "encoder" and t.sparse_mlm_head) else 1.0
     flops = training_flops_per_token(recipe.model, model.config.vocab_size, phase.seq_len, head_fraction)
     metrics_path = out / "metrics.jsonl"
@@ -266,13 +284,6 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
             drop_records_after(metrics_path, twin, phase.name, int(done[-1].name.split("-")[1]))
     logger = StepLogger(metrics_path, twin, phase.name, tokens_per_step, flops,
                         t.peak_tflops or default_peak_tflops(t.precision), state.num_processes, step_offset)
-    trainer = PhaseTrainer(
-        model=model, args=args, train_dataset=dataset,
-        data_collator=collator_for(twin, tokenizer, phase.mask_ratio),
-        recipe=recipe, phase=phase, tokens_per_step=tokens_per_step,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
     trainer.callback_handler.callbacks.insert(0, logger)
     for cb in callbacks:
         trainer.add_callback(cb)
