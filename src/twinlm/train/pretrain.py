@@ -46,6 +46,14 @@ RECIPE_FILE = "twinlm.yaml"
 DONE_FILE = "phase.json"
 
 
+def process_state() -> PartialState:
+    """The process group of this run. On CPU accelerate only joins a torchrun group when asked
+    for `cpu=True` (gloo); a plain `PartialState()` would leave every rank thinking it is alone."""
+    if torch.cuda.is_available():
+        return PartialState()
+    return PartialState(cpu=True, backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
+
+
 class PhaseTrainer(Trainer):
     """The stock Trainer with the recipe's optimizer and per-phase schedule, and atomic checkpoints."""
 
@@ -113,9 +121,9 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"output folder {out} exists; pass --overwrite to replace it or --resume to continue it")
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             shutil.rmtree(out)
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 def check_resume_recipe(recipe: Recipe, out: Path) -> None:
@@ -128,6 +136,14 @@ def check_resume_recipe(recipe: Recipe, out: Path) -> None:
             f"--resume: the recipe differs from the one {out} was started with (sections: {', '.join(changed)}); "
             "resume with the same recipe and --set values"
         )
+
+
+def _check_sources(recipe: Recipe) -> None:
+    """Fail on a missing, empty or column-less source before the output folder is touched."""
+    from twinlm.data.sources import iter_texts
+
+    for source in {p.source or recipe.data.source for p in recipe.phases} - {None}:
+        next(iter(iter_texts(source, text_column=recipe.data.text_column, split=recipe.data.split, limit=1)))
 
 
 def pretrain(
@@ -144,10 +160,11 @@ def pretrain(
     bad = [t for t in twins if t not in TWINS]
     if bad or not twins:
         raise UserError(f"--twins: unknown twin {bad[0] if bad else ''!r}; valid: encoder, decoder")
+    _check_sources(recipe)
     prepare_output(out, resume, overwrite)
     if resume:
         check_resume_recipe(recipe, out)
-    state = PartialState()
+    state = process_state()
     world = state.num_processes
     for phase in recipe.phases:
         if recipe.batch_of(phase) % (recipe.training.micro_batch * world):
@@ -179,7 +196,7 @@ def pretrain(
 
 
 def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseResult]:
-    state = PartialState()
+    state = process_state()
     twin_dir = out / twin
     shape = recipe.model
     config = build_config(twin, shape, tokenizer, rope_theta=recipe.phases[0].rope_theta)
@@ -230,7 +247,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
     """The Trainer for one phase of one twin. `collator` defaults to the twin's objective (MLM or
     CLM); conversions pass another one (e.g. MNTP) and reuse everything else."""
     t = recipe.training
-    state = PartialState()
+    state = process_state()
     batch = recipe.batch_of(phase)
     dataset = BlockDataset(train_store, phase.seq_len, num_samples=steps * batch, seed=t.seed)
     args = TrainingArguments(
@@ -268,7 +285,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
 def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
                heldout_store: TokenStore, step_offset, callbacks, collator=None) -> PhaseResult:
     t = recipe.training
-    state = PartialState()
+    state = process_state()
     batch = recipe.batch_of(phase)
     tokens_per_step = batch * phase.seq_len
     work = out / twin / "work" / phase.name
