@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 
-from twinlm.commands import demo, finetune, plan, pretrain
+from twinlm.commands import convert, demo, finetune, plan, pretrain
 from twinlm.errors import UserError
 
 # Explicit list, in the order `twinlm --help` shows them.
-COMMANDS = [pretrain, plan, demo, finetune]
+COMMANDS = [pretrain, plan, convert, demo, finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:

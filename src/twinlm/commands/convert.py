@@ -1,0 +1,80 @@
+"""`twinlm convert decoder-to-encoder | encoder-to-decoder | llm2vec`: turn one model into another."""
+
+from __future__ import annotations
+
+from twinlm.commands.common import add_output_args
+
+HELP = """Convert a model. decoder-to-encoder / encoder-to-decoder map a twin's weights exactly into
+the other twin's class and continue training with the other objective (Ettin's cross-objective
+recipe: warmup then linear decay to 0.02x, fresh optimizer, a token budget). llm2vec turns any
+supported decoder into a bidirectional sentence-embedding model (MNTP, then unsupervised SimCSE)."""
+
+CROSS_HELP = """Writes DIR as a plain Hugging Face folder of the target class with twinlm.yaml (the
+continued-training recipe), conversion.json ({"kind": "cross-objective", "from", "to", ...}),
+metrics.jsonl and a model card. Data: the source model's twinlm.yaml, or --recipe."""
+
+LLM2VEC_HELP = """Writes DIR as a sentence-transformers folder (bidirectional through config.is_causal=false,
+loads with SentenceTransformer(DIR) without twinlm) plus llm2vec.json. Supported decoders:
+ModernBertDecoder, Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma3 (text); sdpa attention only."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="cross-objective conversion of twins; LLM2Vec for decoders", description=HELP)
+    kinds = p.add_subparsers(dest="conversion", metavar="CONVERSION", required=True)
+    for name, target in (("decoder-to-encoder", "encoder"), ("encoder-to-decoder", "decoder")):
+        c = kinds.add_parser(name, help=f"map weights into the {target} class, then train with its objective",
+                             description=CROSS_HELP)
+        c.add_argument("model", help=f"the source {'decoder' if target == 'encoder' else 'encoder'} folder")
+        add_output_args(c, "converted model")
+        c.add_argument("--tokens", type=float, default=None,
+                       help="token budget of the continued training (default: the recipe's last phase)")
+        objectives = "mlm (15%%, default) or mntp" if target == "encoder" else "clm"
+        c.add_argument("--objective", default=None, help=f"training objective: {objectives}")
+        c.add_argument("--mask-ratio", type=float, default=0.15, help="MLM/MNTP mask ratio (default 0.15)")
+        c.add_argument("--recipe", default=None,
+                       help="recipe for the data and optimizer (default: the model folder's twinlm.yaml)")
+        c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field of that recipe (repeatable)")
+        c.set_defaults(func=run_cross, target=target)
+    lv = kinds.add_parser("llm2vec", help="decoder -> bidirectional sentence-embedding model",
+                          description=LLM2VEC_HELP)
+    lv.add_argument("model", help="a decoder folder (or hub id already downloaded to a folder)")
+    add_output_args(lv, "sentence-transformers model")
+    lv.add_argument("--recipe", default="llm2vec",
+                    help="llm2vec settings: a YAML file or shipped name (llm2vec, llm2vec-cpu); default llm2vec")
+    lv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set mntp_steps=200 --set lora_r=0 --set supervised=pairs.jsonl")
+    lv.add_argument("--mask-token", default=None,
+                    help="MNTP mask token when the tokenizer has none: _ (underscore), eos, add, or a literal token")
+    lv.add_argument("--attn-implementation", default=None, help="attention implementation (only sdpa works)")
+    lv.set_defaults(func=run_llm2vec)
+
+
+def run_cross(args) -> int:
+    from twinlm.convert.cross import cross_train
+
+    tokens = int(args.tokens) if args.tokens is not None else None
+    meta = cross_train(args.model, args.out, args.target, tokens=tokens, objective=args.objective,
+                       mask_ratio=args.mask_ratio, recipe=args.recipe, overrides=args.overrides,
+                       overwrite=args.overwrite)
+    print(f"model: {args.out} ({meta['from']} -> {meta['to']}, {meta['objective']})")
+    return 0
+
+
+def run_llm2vec(args) -> int:
+    from pathlib import Path
+
+    from twinlm.convert.llm2vec import llm2vec, load_llm2vec_config
+
+    overrides = list(args.overrides)
+    if args.mask_token is not None:
+        overrides.append(f"mask_token={args.mask_token}")
+    if args.attn_implementation is not None:
+        overrides.append(f"attn_implementation={args.attn_implementation}")
+    cfg = load_llm2vec_config(args.recipe, overrides)
+    # A literal mask token such as "_" must stay a string; YAML parsing of --set could change it.
+    if args.mask_token is not None:
+        cfg.mask_token = args.mask_token
+    llm2vec(Path(args.model), Path(args.out), cfg, overwrite=args.overwrite)
+    print(f"model: {args.out} (load with SentenceTransformer({str(args.out)!r}))")
+    return 0

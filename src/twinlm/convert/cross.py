@@ -1,0 +1,177 @@
+"""Cross-objective continued training (ETTIN-FACTS §2): convert a twin's weights into the other
+twin's class, then keep training it with the other objective on the pretraining data.
+
+decoder -> encoder: bidirectional attention + MLM at 15% (or MNTP); encoder -> decoder: causal
+attention + CLM. One phase, warmup then linear decay to 0.02x, peak LR = the recipe's decay-phase
+starting LR, a fresh optimizer, scaled by a token budget. The phase runs on the pretraining phase
+runner (`twinlm.train.pretrain._run_phase`), so logging, checkpoints and held-out loss are the
+same as for the native twins. The result is a plain HF folder of the target class with the
+recipe (`twinlm.yaml`) and `conversion.json` saying what it is, so `twinlm compare` can put it
+beside the native twins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from twinlm.errors import UserError
+from twinlm.recipe import Phase, Recipe
+
+CONVERSION_FILE = "conversion.json"
+OBJECTIVES = {"encoder": ("mlm", "mntp"), "decoder": ("clm",)}
+
+
+def cross_phase(recipe: Recipe, tokens: int | None, objective: str, mask_ratio: float = 0.15,
+                warmup_fraction: float = 0.1, lr_end: float = 0.02) -> Phase:
+    """The single continued-training phase, derived from the recipe's last (decay) phase."""
+    last = recipe.phases[-1]
+    tokens = int(tokens or last.tokens)
+    if tokens <= 0:
+        raise UserError(f"--tokens must be positive, got {tokens}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise UserError(f"warmup fraction must be in [0, 1), got {warmup_fraction}")
+    phase = Phase(
+        name=f"cross-{objective}", tokens=tokens, seq_len=last.seq_len, lr_schedule="warmup_linear",
+        lr_start=last.lr_start, lr_end=lr_end, warmup_tokens=int(tokens * warmup_fraction),
+        mask_ratio=mask_ratio, rope_theta=last.rope_theta, global_batch=last.global_batch, source=last.source,
+    )
+    phase.check(0)
+    return phase
+
+
+def source_recipe(model_dir: Path, recipe: str | None, overrides: Sequence[str]) -> Recipe:
+    """The recipe whose data the continued training uses: --recipe, else the model's twinlm.yaml."""
+    from twinlm.recipe import load_recipe
+
+    if recipe:
+        return load_recipe(recipe, list(overrides))
+    own = model_dir / "twinlm.yaml"
+    if not own.exists():
+        raise UserError(
+            f"{model_dir} has no twinlm.yaml to say what data it was trained on; pass --recipe "
+            "(a recipe file or shipped name) for the continued-training data"
+        )
+    return load_recipe(str(own), list(overrides))
+
+
+def load_source(model_dir: Path, source_twin: str, attn_implementation: str):
+    """Load the source checkpoint, refusing the wrong class before any training."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    if not (model_dir / "config.json").exists():
+        raise UserError(f"{model_dir} is not a model folder (no config.json)")
+    config = AutoConfig.from_pretrained(model_dir)
+    want = "modernbert-decoder" if source_twin == "decoder" else "modernbert"
+    if config.model_type != want:
+        raise UserError(
+            f"{model_dir} is a {config.model_type!r} model; {source_twin}-to-"
+            f"{'encoder' if source_twin == 'decoder' else 'decoder'} needs a {want!r} checkpoint"
+        )
+    cls = AutoModelForCausalLM if source_twin == "decoder" else AutoModelForMaskedLM
+    return cls.from_pretrained(model_dir, attn_implementation=attn_implementation)
+
+
+def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int | None = None,
+                objective: str | None = None, mask_ratio: float = 0.15, recipe: str | None = None,
+                overrides: Sequence[str] = (), overwrite: bool = False, callbacks: Sequence = ()) -> dict:
+    """Convert `model_dir` into the `target` twin and continue training it; returns the metadata
+    written to `<out>/conversion.json` (including the phase result)."""
+    from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
+    from twinlm.data.corpus import prepare_stores
+    from twinlm.data.tokenizer import load_tokenizer
+    from twinlm.models import count_parameters, set_global_rope_theta
+    from twinlm.train.pretrain import _run_phase, prepare_output
+
+    model_dir, out = Path(model_dir), Path(out)
+    if target not in OBJECTIVES:
+        raise UserError(f"target twin {target!r}; valid: encoder, decoder")
+    objective = objective or OBJECTIVES[target][0]
+    if objective not in OBJECTIVES[target]:
+        raise UserError(f"--objective {objective!r} cannot train an {target}; valid: {', '.join(OBJECTIVES[target])}")
+    source_twin = "decoder" if target == "encoder" else "encoder"
+    if not model_dir.is_dir():
+        raise UserError(f"no model folder {model_dir}")
+    rec = source_recipe(model_dir, recipe, overrides)
+    phase = cross_phase(rec, tokens, objective, mask_ratio)
+    rec = dataclasses.replace(rec, phases=[phase])
+    rec.check()
+    source = load_source(model_dir, source_twin, rec.training.attn_implementation)
+    prepare_output(out, resume=False, overwrite=overwrite)
+
+    model = decoder_to_encoder(source) if target == "encoder" else encoder_to_decoder(source)
+    del source
+    if target == "encoder":
+        model.config.sparse_prediction = rec.training.sparse_mlm_head
+        model.sparse_prediction = rec.training.sparse_mlm_head
+    set_global_rope_theta(model, phase.rope_theta)
+    tokenizer = load_tokenizer(str(model_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "data"
+    train_store, heldout_store = prepare_stores(rec, tokenizer, cache, phase.source or rec.data.source)
+    collator = _collator(objective, tokenizer, model, phase)
+    result = _run_phase(rec, out, target, model, tokenizer, phase, rec.phase_steps(phase), train_store,
+                        heldout_store, 0, callbacks, collator=collator)
+    meta = {
+        "kind": "cross-objective", "from": source_twin, "to": target, "objective": objective,
+        "source": str(model_dir), "tokens": result.tokens,
+        "prediction_offset": -1 if objective == "mntp" else 0,
+        "head": "copied from the source twin (same dense+norm+tied projection)",
+        "local_attention": model.config.local_attention, "result": result.__dict__,
+    }
+    _write(model, tokenizer, target, out, rec, meta, count_parameters(model))
+    shutil.rmtree(out / target, ignore_errors=True)  # the phase's work folder (optimizer states)
+    shutil.rmtree(cache, ignore_errors=True)
+    print(f"{source_twin} -> {target} ({objective}): {result.steps} steps, {result.tokens:,} tokens, held-out loss "
+          f"{result.heldout.get('loss', float('nan')):.4f}", flush=True)
+    return meta
+
+
+def _collator(objective: str, tokenizer, model, phase: Phase):
+    if objective != "mntp":
+        return None  # the twin's own objective: MLM for the encoder, CLM for the decoder
+    from twinlm.convert.mntp import MNTPCollator
+
+    # The encoder class does not shift labels, so the collator does (see twinlm.convert.mntp).
+    return MNTPCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, len(tokenizer), tokenizer.all_special_ids,
+                        phase.mask_ratio, shift="collator")
+
+
+def _write(model, tokenizer, twin: str, out: Path, recipe: Recipe, meta: dict, num_params: int) -> None:
+    from twinlm.train.pretrain import RECIPE_FILE, _save_pretrained
+
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_pretrained(model, tokenizer, twin, tmp)
+    recipe.dump(tmp / RECIPE_FILE)
+    (tmp / CONVERSION_FILE).write_text(json.dumps(meta, indent=1))
+    (tmp / "README.md").write_text(_card(meta, num_params))
+    for item in tmp.iterdir():
+        os.replace(item, out / item.name)
+    tmp.rmdir()
+
+
+def _card(meta: dict, num_params: int) -> str:
+    r = meta["result"]
+    arch = "ModernBertForMaskedLM" if meta["to"] == "encoder" else "ModernBertDecoderForCausalLM"
+    task = "fill-mask" if meta["to"] == "encoder" else "text-generation"
+    offset = ("\nTrained with MNTP: the token at a masked position i is predicted from the logits at i - 1 "
+              "(not a drop-in fill-mask model).\n" if meta["objective"] == "mntp" else "")
+    return f"""---
+library_name: transformers
+pipeline_tag: {task}
+tags: [twinlm, ettin, cross-objective, {meta["to"]}]
+---
+# Cross-objective {meta["from"]} -> {meta["to"]}
+
+A stock `{arch}` ({num_params:,} parameters) made from the {meta["from"]} twin at `{meta["source"]}`:
+weights mapped exactly (q/k/v fused or split, prediction head copied, `local_attention` kept), then
+trained with {meta["objective"].upper()} for {r["steps"]:,} steps / {r["tokens"]:,} tokens (warmup, linear
+decay to 0.02x, fresh optimizer). Held-out loss after training: {r["heldout"].get("loss", float("nan")):.4f}.
+{offset}
+See `conversion.json` for the metadata and `twinlm.yaml` for the recipe of the continued training.
+"""
