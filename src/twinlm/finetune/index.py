@@ -225,6 +225,9 @@ def build_index(
 
 def load_index(folder: str | Path, nprobe: int | None = None, candidates: int | None = None) -> ExhaustiveIndex:
     folder = Path(folder)
+    if (folder / "meta.json").is_file() and (folder / "ids.json").is_file():  # a `twinlm encode` folder
+        t = load_file(str(folder / "vectors.safetensors"))
+        return ExhaustiveIndex(json.loads((folder / "ids.json").read_text()), t["vectors"], t["offsets"])
     if not (folder / "index.json").is_file():
         raise UserError(f"{folder} is not a twinlm MaxSim index (no index.json); build one with `twinlm encode`")
     meta = json.loads((folder / "index.json").read_text())
