@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 
-from twinlm.commands import convert, demo, finetune, plan, pretrain
+from twinlm.commands import convert, demo, encode, finetune, plan, pretrain, search
 from twinlm.errors import UserError
 
 # Explicit list, in the order `twinlm --help` shows them.
-COMMANDS = [pretrain, plan, convert, demo, finetune]
+COMMANDS = [pretrain, plan, convert, demo, finetune, encode, search]
 
 
 def build_parser() -> argparse.ArgumentParser:

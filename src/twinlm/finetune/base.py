@@ -175,11 +175,13 @@ def fit(
     args_extra: dict[str, Any] | None = None,
     trainer_extra: dict[str, Any] | None = None,
     card_notes: str = "",
+    tokenizer=None,
 ) -> FitResult:
     """Evaluate, train with `trainer_cls` (SentenceTransformerTrainer, SparseEncoderTrainer,
     CrossEncoderTrainer, MultiVectorEncoderTrainer or HF Trainer), evaluate, save.
 
     `evaluate(model) -> dict[str, float]` returns the scores reported before and after training.
+    `loss` None: the model computes its own (HF Trainer); `tokenizer` is saved next to an HF model.
     """
     out = check_out(out, overwrite)
     tmp = staging_dir(out)
@@ -187,7 +189,8 @@ def fit(
     before = evaluate(model)
     _print_scores("before", before)
     args = training_args(args_cls, recipe, tmp / "checkpoints", evaluating=False, **(args_extra or {}))
-    trainer = trainer_cls(model=model, args=args, train_dataset=train_dataset, loss=loss, **(trainer_extra or {}))
+    kwargs = dict(trainer_extra or {}, **({"loss": loss} if loss is not None else {}))
+    trainer = trainer_cls(model=model, args=args, train_dataset=train_dataset, **kwargs)
     output = trainer.train()
     after = evaluate(model)
     _print_scores("after", after)
@@ -195,6 +198,8 @@ def fit(
     result = FitResult(out=out, before=before, after=after, train_loss=getattr(output, "training_loss", None),
                        seconds=time.time() - started)
     save_model(model, tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
     write_results(tmp, recipe, result, card_notes)
     publish(tmp, out)
     return result

@@ -224,8 +224,9 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 # ---- the built-in world ------------------------------------------------------------------------
 
 
-def world_for(settings, base_model: str):
-    """The world a base model was pretrained on (its twinlm.yaml), unless `settings` names one."""
+def world_for(settings, base_model: str, heldout: float | None = None):
+    """The world a base model was pretrained on (its twinlm.yaml), unless `settings` names one.
+    `heldout` changes only which people are kept for evaluation, not the world itself."""
     from dataclasses import asdict
 
     import yaml
@@ -235,8 +236,12 @@ def world_for(settings, base_model: str):
     if settings is None:
         card = Path(base_model) / "twinlm.yaml"
         world = (yaml.safe_load(card.read_text()) or {}).get("data", {}).get("world") if card.is_file() else None
-        return build_world(WorldConfig(**(world or {})))
-    return build_world(WorldConfig(**asdict(settings)))
+        config = dict(world or {})
+    else:
+        config = asdict(settings)
+    if heldout is not None:
+        config["heldout_fraction"] = heldout
+    return build_world(WorldConfig(**config))
 
 
 def world_retrieval_rows(world, seed: int = 0, per_person: int = 4) -> list[dict[str, str]]:

@@ -111,7 +111,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     from sentence_transformers.base.training_args import BatchSamplers, MultiDatasetBatchSamplers
 
     base = inspect_base(recipe.base_model)
-    world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model))
+    world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout))
     recipe.loss = check_loss(recipe.loss or DEFAULT_LOSS, "dense", LOSSES)
     specs = recipe.datasets or [None]
     names, tables = [], []

@@ -182,6 +182,7 @@ class FinetuneRecipe:
     columns: dict[str, str] = field(default_factory=dict)  # new=old renames before matching the loss
     datasets: list[DatasetSpec] = field(default_factory=list)  # multi-dataset training; overrides train_data
     world: WorldSettings | None = None  # None: the base model's own world (its twinlm.yaml), else defaults
+    world_heldout: float | None = None  # share of world people kept for evaluation; None: the world's own
     training: TrainArgs = field(default_factory=TrainArgs)
     dense: DenseSection = field(default_factory=DenseSection)
     sparse: SparseSection = field(default_factory=SparseSection)
@@ -198,6 +199,8 @@ class FinetuneRecipe:
         for key, mapping in [("columns", self.columns)] + [(f"datasets[{i}].columns", d.columns) for i, d in enumerate(self.datasets)]:
             if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
                 raise UserError(f"{key} must map new column names to existing ones, e.g. {{anchor: question}}")
+        if self.world_heldout is not None and not 0 < self.world_heldout < 1:
+            raise UserError(f"world_heldout must be between 0 and 1, got {self.world_heldout}")
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise UserError(f"datasets need unique names, got {names}")

@@ -1,0 +1,46 @@
+"""`twinlm search MODEL --corpus FILE --query "..."`: top-k retrieval with a fine-tuned model."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """Embed the texts of --corpus with MODEL (dense, sparse or multi-vector) and print, for each
+--query, the top-k texts with their scores (rank, score, id, text). With --reranker, the top-k
+candidates are re-scored by a CrossEncoder reranker (retrieve then rerank).
+--corpus: a .txt file (one text per line) or a jsonl/json/csv/tsv/parquet table with a text column."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search a corpus with a fine-tuned model", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a fine-tuned retriever folder")
+    p.add_argument("--corpus", required=True, help="the texts to search")
+    p.add_argument("--query", action="append", required=True, help="a query (repeatable)")
+    p.add_argument("-k", "--top-k", type=int, default=10, help="results per query (default: 10)")
+    p.add_argument("--text-column", default="text", help="text column of a table corpus (default: text)")
+    p.add_argument("--reranker", help="a CrossEncoder folder that re-scores the retrieved top-k")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from twinlm.errors import UserError
+    from twinlm.finetune import search as s
+
+    if args.top_k < 1:
+        raise UserError("-k must be at least 1")
+    s.model_kind(args.model)
+    if args.reranker:
+        if s.model_kind(args.reranker) != "rerank":
+            raise UserError(f"--reranker {args.reranker} is not a CrossEncoder reranker")
+        if "rerank" not in s.RERANKERS:
+            raise UserError("reranking is not available in this version of twinlm")
+    ids, texts = s.read_corpus(args.corpus, args.text_column)
+    results = s.search(args.model, texts, args.query, args.top_k)
+    if args.reranker:
+        results = s.RERANKERS["rerank"](args.reranker, texts, args.query, results)
+    for query, hits in zip(args.query, results):
+        print(f"query: {query}")
+        for rank, hit in enumerate(hits, 1):
+            text = texts[hit.index].replace("\n", " ")
+            print(f"{rank:3d}  {hit.score:9.4f}  {ids[hit.index]}  {text[:100]}{'...' if len(text) > 100 else ''}")
+    return 0
