@@ -1,0 +1,46 @@
+"""`twinlm compare RUN_OR_RESULTS ... --out DIR`: the controlled encoder-vs-decoder comparison."""
+
+from __future__ import annotations
+
+from twinlm.commands.common import add_output_args
+from twinlm.commands.eval import add_eval_args, config_from_args, quiet_libraries
+
+HELP = """Compare any number of models: twinlm run folders (both twins), model folders (for instance
+converted models, labelled encoder or decoder from their config; NAME=PATH sets the label), hub
+ids, or results.json files / folders from earlier `twinlm eval` or `compare` runs (reused, not
+re-run). Evaluates what has not been evaluated yet with the same settings as `twinlm eval`, then
+writes DIR/results.json, DIR/report.md (+ PNG charts) and a self-contained DIR/report.html: the
+pretraining loss curves of each run (metrics.jsonl), one bar chart per task with error bars over
+seeds, and the encoder-vs-decoder table with each task's winner and the size of the gap."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="evaluate and compare models; write an HTML report", description=HELP)
+    p.add_argument("inputs", nargs="+", metavar="RUN_OR_RESULTS", help="run folders, model folders, hub ids or results.json")
+    add_eval_args(p)
+    add_output_args(p, "comparison (results.json, report.md, report.html)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    compare(args.inputs, config_from_args(args), args.out, args.overwrite)
+    return 0
+
+
+def compare(inputs: list[str], cfg, out, overwrite: bool) -> dict:
+    from twinlm.evaluate.report import write_report
+    from twinlm.evaluate.runner import write_json
+    from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
+
+    gather(inputs, cfg)  # every input error before the output folder is touched
+    out, tmp = prepare_out(out, overwrite)
+    quiet_libraries()
+    results = run_session(inputs, cfg)
+    write_json(tmp / "results.json", results)
+    write_report(results, tmp)
+    finish_out(out, tmp)
+    print("\n" + results["table"])
+    if results["missing"]:
+        print(f"missing (not evaluated): {', '.join(results['missing'])}")
+    print(f"\nreport: {(out / 'report.html').resolve()}")
+    return results

@@ -1,0 +1,104 @@
+"""`twinlm eval MODEL --out DIR`: evaluate a run's twins, a checkpoint or a hub model."""
+
+from __future__ import annotations
+
+import argparse
+
+from twinlm.commands.common import add_output_args
+
+HELP = """Evaluate MODEL on the comparison tasks: intrinsic (masked accuracy / perplexity on held-out
+text), classification (fine-tuned 3-way NLI head: accuracy, macro-F1), retrieval (fine-tuned
+sentence-transformers model: nDCG@10, MRR@10, Recall@100), choice (log-likelihood multiple choice;
+decoders also free-generation exact match) and bias (WinoGender-style pronoun choice). MODEL is a
+twinlm run folder (both twins), a model folder, or a hub id. Task data defaults to the built-in
+world of the model's recipe. Every fine-tuned task uses the same budget and learning-rate grid for
+every model, with --seeds seeds each. Writes DIR/results.json (every metric, every seed, mean and
+std) and prints a table."""
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    from twinlm.evaluate.config import TASK_NAMES
+
+    p.add_argument("--tasks", default=",".join(TASK_NAMES), help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)})")
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per learning rate (default: 3)")
+    p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3)")
+    p.add_argument("--steps", type=int, default=150, help="fine-tuning steps per run (default: 150)")
+    p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default: 32)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per fine-tuning input (default: 128)")
+    p.add_argument("--max-items", type=int, default=400, help="cap on multiple-choice items and held-out texts (default: 400)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="encoder pooling (decoders: last token)")
+    p.add_argument("--nli-data", help="jsonl/csv of premise, hypothesis, label (optional split column) for classification")
+    p.add_argument("--choice-data", help="jsonl of context, choices, answer (index) for multiple choice")
+    p.add_argument("--beir", help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, qrels/train.tsv)")
+
+
+def config_from_args(args):
+    from twinlm.errors import UserError
+    from twinlm.evaluate.config import EvalConfig
+
+    try:
+        lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
+    return EvalConfig(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
+                      steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                      max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
+                      choice_data=args.choice_data, beir=args.beir)
+
+
+def quiet_libraries() -> None:
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate twins, a checkpoint or a hub model on the comparison tasks", description=HELP)
+    p.add_argument("model", help="a twinlm run folder, a Hugging Face model folder, or a hub id (NAME=... sets its label)")
+    add_eval_args(p)
+    p.add_argument("--lm-eval", dest="lm_eval", help="also run lm-evaluation-harness multiple-choice tasks: names "
+                   "(sciq,arc_easy,...) or task YAML files in lm-eval's format")
+    p.add_argument("--mteb", help="also run MTEB retrieval tasks (BEIR-layout folders) on the fine-tuned embedding models")
+    add_output_args(p, "results (results.json)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from twinlm.evaluate.runner import write_json
+    from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
+
+    cfg = config_from_args(args)
+    extras = prepare_benchmarks(args, cfg)
+    gather([args.model], cfg)  # every input error before the output folder is touched
+    out, tmp = prepare_out(args.out, args.overwrite)
+    quiet_libraries()
+    results = run_session([args.model], cfg)
+    for name, fn in extras:
+        for model in results["models"].values():
+            print(f"evaluating {model['name']} on {name}")
+            model.setdefault("benchmarks", {}).update(fn(model))
+    write_json(tmp / "results.json", results)
+    finish_out(out, tmp)
+    print("\n" + results["table"])
+    if results["missing"]:
+        print(f"missing (not evaluated): {', '.join(results['missing'])}")
+    print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+def prepare_benchmarks(args, cfg) -> list:
+    """Validated lm-eval / MTEB task runners, as (label, fn(model result) -> {task: metrics})."""
+    from twinlm.evaluate import benchmarks
+
+    extras = []
+    if getattr(args, "lm_eval", None):
+        tasks = benchmarks.load_lm_eval_tasks(args.lm_eval.split(","))
+        extras.append(("lm-eval", lambda m: benchmarks.run_lm_eval(m, tasks)))
+    if getattr(args, "mteb", None):
+        tasks = benchmarks.load_mteb_tasks(args.mteb.split(","))
+        extras.append(("mteb", lambda m: benchmarks.run_mteb(m, tasks, cfg)))
+    return extras
