@@ -1,0 +1,105 @@
+"""`twinlm convert decoder-to-encoder / encoder-to-decoder` on the micro twins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from twinlm.cli import main
+
+RELOAD = """
+import sys, json
+sys.modules["twinlm"] = None  # plain HF folder: loads with transformers alone
+import torch
+from transformers import AutoModelForMaskedLM, AutoModelForCausalLM
+cls = AutoModelForMaskedLM if sys.argv[2] == "encoder" else AutoModelForCausalLM
+model = cls.from_pretrained(sys.argv[1]).eval()
+ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
+with torch.no_grad():
+    print(json.dumps({"cls": type(model).__name__, "logits": model(input_ids=ids).logits[0, :, :8].tolist()}))
+"""
+
+
+def heldout_mlm_loss(model, run, tokenizer_dir, twin, cache):
+    from twinlm.data.corpus import prepare_stores
+    from twinlm.data.tokenizer import load_tokenizer
+    from twinlm.recipe import load_recipe
+    from twinlm.train.heldout import heldout_loss
+
+    recipe = load_recipe(str(run / twin / "twinlm.yaml"))
+    tok = load_tokenizer(str(tokenizer_dir))
+    _, heldout = prepare_stores(recipe, tok, cache, None)
+    return heldout_loss(model, twin, tok, heldout, 128, 0.15)["loss"]
+
+
+@pytest.mark.parametrize("source, target, cls", [("decoder", "encoder", "ModernBertForMaskedLM"),
+                                                 ("encoder", "decoder", "ModernBertDecoderForCausalLM")])
+def test_cross_objective_conversion_trains_and_reloads_without_twinlm(micro_run, tmp_path, source, target, cls):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
+
+    out = tmp_path / f"{source}-to-{target}"
+    loader = AutoModelForCausalLM if source == "decoder" else AutoModelForMaskedLM
+    converted = (decoder_to_encoder if target == "encoder" else encoder_to_decoder)(
+        loader.from_pretrained(micro_run / source))
+    before = heldout_mlm_loss(converted, micro_run, micro_run / source, target, tmp_path / "cache")
+    assert main(["convert", f"{source}-to-{target}", str(micro_run / source), "--out", str(out),
+                 "--tokens", "8192"]) == 0
+    meta = json.loads((out / "conversion.json").read_text())
+    assert (meta["kind"], meta["from"], meta["to"]) == ("cross-objective", source, target)
+    assert meta["objective"] == ("mlm" if target == "encoder" else "clm")
+    after = meta["result"]["heldout"]["loss"]
+    assert after < before  # continued training with the new objective helped
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(r["twin"] == target for r in records)
+    assert not (out / target).exists() and not (out / "data").exists()  # work folders cleaned up
+    from twinlm.recipe import load_recipe
+
+    recipe = load_recipe(str(out / "twinlm.yaml"))  # strict-loadable, one warmup_linear phase
+    assert [p.lr_schedule for p in recipe.phases] == ["warmup_linear"] and recipe.phases[0].lr_end == 0.02
+
+    script = tmp_path / "reload.py"
+    script.write_text(textwrap.dedent(RELOAD))
+    done = subprocess.run([sys.executable, str(script), str(out), target], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reloaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reloaded["cls"] == cls
+    here = (AutoModelForMaskedLM if target == "encoder" else AutoModelForCausalLM).from_pretrained(out).eval()
+    with torch.no_grad():
+        mine = here(input_ids=torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])).logits[0, :, :8]
+    assert torch.allclose(mine, torch.tensor(reloaded["logits"]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["decoder-to-encoder", "encoder"], "needs a 'modernbert-decoder' checkpoint"),
+        (["encoder-to-decoder", "decoder"], "needs a 'modernbert' checkpoint"),
+        (["decoder-to-encoder", "decoder", "--objective", "clm"], "valid: mlm, mntp"),
+        (["decoder-to-encoder", "nowhere"], "no model folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(micro_run, tmp_path, capsys, argv, message):
+    kind, model, *rest = argv
+    out = tmp_path / "out"
+    path = micro_run / model if model != "nowhere" else tmp_path / "nowhere"
+    assert main(["convert", kind, str(path), "--out", str(out), *rest]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_existing_output_needs_overwrite(micro_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    assert main(["convert", "decoder-to-encoder", str(micro_run / "decoder"), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "earlier result"
