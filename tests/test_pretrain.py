@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from twinlm.objectives import IGNORE
 from twinlm.recipe import load_recipe
 from twinlm.train.pretrain import build_phase_trainer, pretrain
 
+TEST_DATA = Path(__file__).parent / "data"
 SAMPLE = "Nadia Greco was born in Recife, Brazil."
 
 
@@ -143,3 +145,18 @@ def test_resume_after_interruption_gives_the_same_weights(micro_run, tmp_path):
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["phase"] == "pretrain"]
     assert steps == sorted(set(steps)), "no duplicate log lines after resume"
+
+
+def test_mds_shards_and_a_reused_tokenizer_feed_pretraining(micro_run, tmp_path):
+    """Ettin's data format through the project's own reader, tokenized with an existing tokenizer."""
+    recipe = load_recipe("micro", [f"data.source={TEST_DATA / 'mds' / 'zstd'}", "data.heldout_documents=4",
+                                   f"tokenizer.name_or_path={micro_run / 'encoder'}"])
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(micro_run / "encoder").get_vocab()
+    train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+    assert (train.num_documents, heldout.num_documents) == (36, 4)
+    # Every document is framed [CLS] ... [SEP]: boundaries survive packing.
+    tokens = np.asarray(train.tokens)
+    assert (tokens == tokenizer.cls_token_id).sum() == 36 == (tokens == tokenizer.sep_token_id).sum()
+    again, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+    assert again.path == train.path and again.num_tokens == train.num_tokens  # reused, not rebuilt
