@@ -107,6 +107,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
         DataCollatorWithPadding,
         Trainer,
         TrainingArguments,
+        set_seed,
     )
 
     recipe.loss = recipe.loss or LOSS
@@ -124,6 +125,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     max_len = recipe.training.max_seq_length
     train_enc = _encode(train, tokenizer, needs, labels, max_len)
     test_enc = _encode(test, tokenizer, needs, labels, max_len)
+    set_seed(recipe.training.seed)  # the new head starts from the same weights every run
     model = AutoModelForSequenceClassification.from_pretrained(
         recipe.base_model, num_labels=len(labels),
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},

@@ -109,6 +109,7 @@ def _make_loss(name: str, args: dict, model, recipe: FinetuneRecipe, table):
 def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -> FitResult:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.training_args import BatchSamplers, MultiDatasetBatchSamplers
+    from transformers import set_seed
 
     base = inspect_base(recipe.base_model)
     world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout))
@@ -124,6 +125,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
         tables.append(training_table(recipe, needs, loss_name, world, spec))
     task = retrieval_eval_task(recipe, world)
 
+    set_seed(recipe.training.seed)  # heads and autoencoders start from the same weights every run
     model = build_model(base, recipe, recipe.dense.pooling)
     teacher = None
     if recipe.dense.teacher and any(n in TEACHER_LOSSES for n in names):

@@ -90,6 +90,7 @@ class SparseSection:
     csr_k_aux: int = 256
     csr_beta: float = 0.1  # CSRLoss weight of the auxiliary reconstruction
     csr_gamma: float = 1.0  # CSRLoss weight of the contrastive loss
+    csr_train_backbone: bool = False  # CSR trains the autoencoder on frozen dense features, as in the paper
     pooling: str = "auto"  # CSR's dense backbone pooling, as dense.pooling
 
     def __post_init__(self) -> None:

@@ -55,7 +55,9 @@ def build_model(base: BaseModel, recipe: FinetuneRecipe):
         dim = module.config.hidden_size
         mode = base.default_pooling if s.pooling == "auto" else s.pooling
         sae = SparseAutoEncoder(input_dim=dim, hidden_dim=s.csr_hidden_dim, k=s.csr_k, k_aux=s.csr_k_aux)
-        return SparseEncoder(modules=[module, Pooling(dim, pooling_mode=mode), sae])
+        if not s.csr_train_backbone:
+            module.requires_grad_(False)
+        return SparseEncoder(modules=[module, Pooling(dim, pooling_mode=mode), sae], similarity_fn_name="cosine")
     doc = transformer_module(base, task="fill-mask", max_seq_length=max_len)
     pooling = SpladePooling(pooling_strategy="max", embedding_dimension=doc.config.vocab_size)
     if s.variant == "splade":
@@ -83,8 +85,16 @@ def _make_loss(model, recipe: FinetuneRecipe):
     from sentence_transformers.sparse_encoder import losses
 
     s = recipe.sparse
+    args = dict(recipe.loss_args)
+    if s.variant == "csr" and s.inner_loss == "SparseMultipleNegativesRankingLoss":
+        from sentence_transformers.util import cos_sim
+
+        # CSR codes are dense-model features, not term weights: compare them by temperature-scaled
+        # cosine, as the dense MNRL does (a plain dot product at scale 1 barely trains).
+        args.setdefault("scale", 20.0)
+        args.setdefault("similarity_fct", cos_sim)
     try:
-        inner = getattr(losses, s.inner_loss)(model, **recipe.loss_args)
+        inner = getattr(losses, s.inner_loss)(model, **args)
     except TypeError as err:
         raise UserError(f"loss_args for {s.inner_loss}: {err}") from None
     if s.variant == "csr":
@@ -110,6 +120,7 @@ def _static_lr_mapping(model, recipe: FinetuneRecipe) -> dict[str, float]:
 def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -> FitResult:
     from sentence_transformers import SparseEncoderTrainer, SparseEncoderTrainingArguments
     from sentence_transformers.base.training_args import BatchSamplers
+    from transformers import set_seed
 
     base = inspect_base(recipe.base_model)
     _check_base(base, recipe)
@@ -127,6 +138,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     train = training_table(recipe, needs, recipe.sparse.inner_loss, world)
     task = retrieval_eval_task(recipe, world)
 
+    set_seed(recipe.training.seed)  # heads and autoencoders start from the same weights every run
     model = build_model(base, recipe)
     loss = _make_loss(model, recipe)
     evaluator = ir_evaluator(task, sparse=True, batch_size=recipe.training.batch_size)
