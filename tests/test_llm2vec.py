@@ -106,3 +106,16 @@ def test_decoder_without_mask_token_needs_mask_token(micro_run, tmp_path, capsys
     assert main(["convert", "llm2vec", str(no_mask), "--out", str(out), *TINY]) == 2
     assert "no mask token; pass --mask-token" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_llm2vec_beats_the_causal_decoder_on_world_retrieval(micro_run, tmp_path):
+    """Acceptance: no supervised data, nDCG@10 on the world's retrieval task (all 120 people).
+    Measured here: LLM2Vec 0.18 vs causal mean 0.15 and causal last-token 0.04 (about 8 min on 2
+    shared cores, hence slow)."""
+    out = tmp_path / "l2v"
+    assert main(["convert", "llm2vec", str(micro_run / "decoder"), "--out", str(out), "--recipe", "llm2vec-cpu",
+                 "--set", "eval_people=120"]) == 0
+    scores = json.loads((out / "llm2vec.json").read_text())["retrieval_ndcg@10"]
+    assert scores["llm2vec"] > scores["causal_mean"] > 0
+    assert scores["llm2vec"] > scores["causal_lasttoken"]
