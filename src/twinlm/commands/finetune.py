@@ -39,6 +39,10 @@ def register(sub) -> None:
     p.add_argument("--data", help="training data: json, jsonl, csv, parquet, a save_to_disk folder or a hub dataset")
     p.add_argument("--split", help="split of a hub dataset or DatasetDict folder (default: train)")
     p.add_argument("--eval-data", help="BEIR folder for retrieval evaluation (default: the world's held-out questions)")
+    p.add_argument("--mine-with", metavar="DENSE_MODEL",
+                   help="rerank: add hard negatives mined with this SentenceTransformer to (query, positive) pairs "
+                        "(tune with --set mining.num_negatives=N, mining.range_min/range_max, mining.absolute_margin, "
+                        "mining.relative_margin, mining.sampling_strategy=top|random)")
     p.add_argument("--loss", help="loss class name (see the kind's module docs; default: the recipe's)")
     p.add_argument("--columns", action="append", default=[], metavar="NEW=OLD",
                    help="rename a data column to the name the loss expects, e.g. anchor=question (repeatable)")
@@ -62,6 +66,8 @@ def recipe_from_args(args):
                        ("eval_data", args.eval_data), ("loss", args.loss)]:
         if value is not None:
             extra[key] = value
+    if getattr(args, "mine_with", None):
+        extra["mining"] = {"model": args.mine_with}
     if args.columns:
         extra["columns"] = parse_column_mapping(args.columns)
     training = {k: v for k, v in [("max_steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size),

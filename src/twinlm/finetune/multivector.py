@@ -51,11 +51,13 @@ IN_BATCH = ("MultiVectorMultipleNegativesRankingLoss", "CachedMultiVectorMultipl
 
 def build_model(base: BaseModel, recipe: FinetuneRecipe):
     """Transformer -> token projection -> scoring mask -> L2 normalisation, untrained projection."""
+    import torch
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Dense, Normalize
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
     from torch import nn
 
+    torch.manual_seed(recipe.training.seed)  # the projection starts the same way every run
     section = recipe.multivector
     module = transformer_module(base, max_seq_length=recipe.training.max_seq_length)
     # Queries are short and documents long: ColBERT truncates each to its own length.

@@ -128,8 +128,11 @@ class RerankSection:
     teacher: str | None = None  # CrossEncoder whose scores are the labels of MSELoss / MarginMSELoss
     retriever: str | None = None  # dense model retrieving the evaluation candidates; None: positives + sampled others
     top_k: int = 30  # candidates reranked per evaluation query
+    pooling: str = "mean"  # ModernBERT-style heads (classifier_pooling): mean | cls
 
     def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "cls"):
+            raise UserError(f"rerank.pooling={self.pooling!r}; valid: mean, cls")
         if self.top_k < 2:
             raise UserError(f"rerank.top_k must be at least 2, got {self.top_k}")
         if self.pos_weight is not None and self.pos_weight <= 0:
