@@ -7,12 +7,24 @@ import argparse
 import os
 import sys
 
-from twinlm.commands import compare, convert, demo, encode, finetune, plan, pretrain, search
+from twinlm.commands import (
+    bco,
+    compare,
+    convert,
+    demo,
+    encode,
+    finetune,
+    generate,
+    plan,
+    pretrain,
+    search,
+    sft,
+)
 from twinlm.commands import eval as eval_command
 from twinlm.errors import UserError
 
 # Explicit list, in the order `twinlm --help` shows them.
-COMMANDS = [pretrain, plan, eval_command, compare, convert, demo, finetune, encode, search]
+COMMANDS = [pretrain, plan, eval_command, compare, convert, demo, finetune, encode, search, sft, bco, generate]
 
 
 def build_parser() -> argparse.ArgumentParser:

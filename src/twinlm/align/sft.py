@@ -1,0 +1,148 @@
+"""Supervised fine-tuning of a decoder on TRL's `SFTTrainer`: full or LoRA, any TRL data format.
+
+Plain text, prompt-completion and conversational rows are passed to TRL as they are. twinlm adds
+what a twin decoder lacks: a chat template when the tokenizer has none (said on stderr), the
+template's end-of-turn token as the token generation stops at, and LoRA target modules that
+exist in ModernBertDecoder (TRL's defaults do not) and in Llama-family decoders. The result in
+`out` is a plain HF folder (LoRA adapters merged; the adapter itself in `out/adapter`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+
+from twinlm.align.chat_template import end_of_turn_token, ensure_chat_template
+from twinlm.align.data import check_sft_rows, load_rows
+from twinlm.align.loading import check_decoder, load_decoder
+from twinlm.align.output import prepare_out
+from twinlm.errors import UserError
+
+_LLAMA_FAMILY = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2", "granite"}
+
+
+@dataclass
+class SFTSettings:
+    """What `twinlm sft` varies; everything else is TRL's `SFTConfig` default."""
+
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None  # None: the model family's attention and MLP projections
+    assistant_only_loss: bool = False  # conversational data: loss on assistant turns only
+    completion_only_loss: bool | None = None  # prompt-completion data; None: TRL's default (True)
+    packing: bool = False
+    packing_strategy: str = "bfd"  # bfd | bfd_split | wrapped
+    max_length: int = 1024
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    seed: int = 42
+    logging_steps: int = 10
+    save_steps: int = 500
+    extra: dict = field(default_factory=dict)  # more SFTConfig fields
+
+    def __post_init__(self) -> None:
+        if self.packing_strategy not in ("bfd", "bfd_split", "wrapped"):
+            raise UserError(f"packing_strategy={self.packing_strategy!r}; valid: bfd, bfd_split, wrapped")
+        if self.lora_r < 1 or self.max_length < 2 or self.batch_size < 1:
+            raise UserError("lora_r, batch_size must be >= 1 and max_length >= 2")
+
+
+def lora_target_modules(model_type: str) -> list[str] | str:
+    """Linear layers LoRA adapts: every attention and MLP projection of the family."""
+    if model_type == "modernbert-decoder":
+        return ["q_proj", "k_proj", "v_proj", "Wo", "Wi"]  # "Wo" is both attention out and MLP out
+    if model_type in _LLAMA_FAMILY:
+        return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return "all-linear"
+
+
+# Decoders whose logits are not `output_embeddings(last_hidden_state)`: ModernBertDecoder runs a
+# prediction head (dense, activation, norm) in between. TRL 1.16's fused LM head skips it, so it
+# would train and report a different function from the one the model computes; these take the
+# stock Trainer loss (the model's own forward and shifted cross-entropy) instead.
+_HEAD_BEFORE_OUTPUT = {"modernbert-decoder"}
+
+
+def _trainer_class():
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class TwinSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.model.config.model_type in _HEAD_BEFORE_OUTPUT:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return TwinSFTTrainer
+
+
+def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: str | Path,
+        settings: SFTSettings | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+    """Fine-tune `model_path` on `data`; writes the model to `out`. Returns the training metrics."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    settings = settings or SFTSettings()
+    check_decoder(model_path)
+    rows = load_rows(data)
+    kind = check_sft_rows(rows)
+    if settings.assistant_only_loss and kind != "conversational":
+        raise UserError(f"--assistant-only-loss needs conversational data (messages); this data is {kind}")
+    out = prepare_out(out, overwrite, resume)
+    model, tokenizer = load_decoder(model_path)
+    eos = None
+    if kind == "conversational":
+        ensure_chat_template(tokenizer)
+        eot = end_of_turn_token(tokenizer)
+        eos = eot if eot and eot != tokenizer.eos_token else None
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"), learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation, seed=settings.seed,
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=2,
+        max_length=settings.max_length, packing=settings.packing, packing_strategy=settings.packing_strategy,
+        assistant_only_loss=settings.assistant_only_loss, completion_only_loss=settings.completion_only_loss,
+        eos_token=eos, report_to="none", bf16=_bf16_available(), **settings.extra,
+    )
+    peft_config = None
+    if settings.lora:
+        peft_config = LoraConfig(
+            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=settings.target_modules or lora_target_modules(model.config.model_type),
+        )
+    try:
+        trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                             peft_config=peft_config)
+    except ValueError as err:  # TRL's checks of data against settings are user mistakes
+        raise UserError(f"SFT setup: {str(err).splitlines()[0]}") from None
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    _save(trainer, tokenizer, out, settings.lora)
+    metrics = dict(result.metrics, data_format=kind, lora=settings.lora)
+    (out / "sft.json").write_text(json.dumps({"base": str(model_path), "settings": asdict(settings),
+                                              "metrics": metrics}, indent=1, default=str) + "\n")
+    return metrics
+
+
+def _bf16_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _save(trainer, tokenizer, out: Path, lora: bool) -> None:
+    """A plain HF folder: LoRA merged into the weights (adapter kept in out/adapter)."""
+    model = trainer.model
+    if lora:
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
