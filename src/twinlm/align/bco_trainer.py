@@ -26,7 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from twinlm.align.bco_config import BCOConfig
 from twinlm.align.bco_data import BCOCollator, encode_rows, sequence_logps
-from twinlm.align.data import check_bco_rows
+from twinlm.align.data import check_bco_rows, load_rows
 from twinlm.align.udm import Embedder, UDMClassifier, fit_udm
 from twinlm.errors import UserError
 
@@ -65,9 +65,10 @@ class BCOTrainer(Trainer):
     is dropped. With `args.udm`, `embed` (or `args.udm_embedder`) embeds prompts for UDM.
     """
 
-    def __init__(self, model: PreTrainedModel, args: BCOConfig, train_dataset: Dataset,
+    def __init__(self, model: PreTrainedModel, args: BCOConfig, train_dataset: Dataset | list[dict],
                  processing_class: PreTrainedTokenizerBase, ref_model: PreTrainedModel | None = None,
-                 eval_dataset: Dataset | None = None, embed: Embedder | None = None, callbacks=None):
+                 eval_dataset: Dataset | list[dict] | None = None, embed: Embedder | None = None, callbacks=None):
+        train_dataset = load_rows(train_dataset)
         check_bco_rows(train_dataset, "BCO training data")
         if args.udm and embed is None and args.udm_embedder is None:
             raise UserError("UDM needs a prompt embedding model: set udm_embedder (an encoder or sentence-transformers model)")
@@ -75,6 +76,7 @@ class BCOTrainer(Trainer):
         train = encode_rows(train_dataset, processing_class, args.max_length, args.max_prompt_length)
         evals = None
         if eval_dataset is not None:
+            eval_dataset = load_rows(eval_dataset)
             check_bco_rows(eval_dataset, "BCO evaluation data")
             evals = encode_rows(eval_dataset, processing_class, args.max_length, args.max_prompt_length)
         from peft import PeftModel

@@ -65,7 +65,7 @@ def check_bco_rows(rows: Dataset, where: str = "BCO data") -> None:
     if missing:
         raise UserError(
             f"{where} needs columns prompt, completion, label (bool); missing {', '.join(missing)}; "
-            f"found: {', '.join(rows.column_names) or 'no columns'}"
+            f"found: {', '.join(sorted(rows.column_names)) or 'no columns'}"
         )
     labels = rows["label"]
     bad = next((v for v in labels if not isinstance(v, bool)), None)
