@@ -206,3 +206,44 @@ def test_reference_with_another_tokenizer_is_refused(micro_run, micro_world, tmp
                  "--ref-model", str(other)]) == 2
     assert "different tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_moe_router_loss_is_added_with_its_coefficient(micro_run, tmp_path):
+    from transformers import AutoTokenizer, MixtralConfig, MixtralForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(micro_run / "decoder")
+    cfg = MixtralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2,
+                        pad_token_id=tok.pad_token_id, output_router_logits=False)
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(cfg)
+    rows = [{"prompt": "a b", "completion": " c", "label": True}, {"prompt": "d e", "completion": " f", "label": False}]
+    losses = {}
+    for coef in (0.0, 0.5):
+        args = BCOConfig(output_dir=str(tmp_path), router_aux_loss_coef=coef, save_strategy="no", report_to="none",
+                         use_cpu=True)
+        trainer = BCOTrainer(model, args, rows, tok)
+        batch = BCOCollator(tok.pad_token_id)([trainer.train_dataset[i] for i in range(2)])
+        model.eval()
+        with torch.no_grad():
+            losses[coef] = float(trainer.compute_loss(model, batch))
+            aux = float(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              output_router_logits=True).aux_loss)
+    assert aux > 0 and losses[0.5] - losses[0.0] == pytest.approx(0.5 * aux, rel=1e-4)
+
+
+def test_conversational_rows_use_the_chat_template(micro_run, tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": "Where was Ada born?"}],
+             "completion": [{"role": "assistant", "content": f"In {city}."}], "label": good}
+            for city, good in (("Rome", True), ("Oslo", False), ("Lima", True), ("Kyiv", False))]
+    out = tmp_path / "chat"
+    bco(micro_run / "decoder", rows, out, BCOSettings(max_steps=1, batch_size=4, learning_rate=1e-3))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    assert "<assistant>" in tok.chat_template  # twinlm's template, saved with the model
+    from twinlm.align.bco_data import encode_example
+
+    ex = encode_example(rows[0]["prompt"], rows[0]["completion"], tok, 512, 256)
+    completion = [t for t, m in zip(ex["input_ids"], ex["completion_mask"]) if m]
+    assert tok.decode(completion) == "In Rome.[SEP]\n"  # the assistant turn and its end-of-turn token
