@@ -109,3 +109,23 @@ def test_recipe_round_trips_through_yaml(tmp_path):
     r.dump(tmp_path / "r.yaml")
     again = load_recipe(str(tmp_path / "r.yaml"))
     assert again.to_dict() == r.to_dict()
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES_DIR / "finetune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_finetune_recipe_loads(path):
+    from twinlm.finetune.recipe import load_finetune_recipe
+
+    recipe = load_finetune_recipe(str(path), path.stem, ["base_model=some/model"])
+    assert recipe.kind == path.stem
+    with pytest.raises(UserError, match="nope"):
+        load_finetune_recipe(str(path), path.stem, ["base_model=some/model", "nope=1"])
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES_DIR / "convert").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_conversion_recipe_loads(path):
+    from twinlm.convert.llm2vec import load_llm2vec_config
+
+    cfg = load_llm2vec_config(str(path), [])
+    assert 0 < cfg.mask_ratio < 1
+    with pytest.raises(UserError, match="nope"):
+        load_llm2vec_config(str(path), ["nope=1"])
