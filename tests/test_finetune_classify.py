@@ -17,7 +17,8 @@ sys.modules['twinlm'] = None
 from transformers import pipeline
 clf = pipeline('text-classification', model=sys.argv[1])
 inputs = json.loads(sys.argv[2])
-print(json.dumps([clf(x if isinstance(x, str) else {'text': x[0], 'text_pair': x[1]})['label'] for x in inputs]))
+out = [clf(x if isinstance(x, str) else {'text': x[0], 'text_pair': x[1]}) for x in inputs]
+print(json.dumps([(r[0] if isinstance(r, list) else r)['label'] for r in out]))
 """
 
 
