@@ -31,8 +31,8 @@ print(json.dumps({'ndcg@10': scores['eval_cosine_ndcg@10'], 'pooling': model[1].
 @pytest.fixture(scope="module")
 def dense_run(micro_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("dense") / "model"
-    code = main(["finetune", "dense", "--base", str(micro_run / "encoder"), "--out", str(out), "--steps", "12",
-                 "--batch-size", "16", "--lr", "2e-3", "--set", f"world_heldout={HELDOUT}",
+    code = main(["finetune", "dense", "--base", str(micro_run / "encoder"), "--out", str(out), "--epochs", "3",
+                 "--lr", "2e-3", "--set", f"world_heldout={HELDOUT}",
                  "--set", "dense.matryoshka_dims=[32]"])
     assert code == 0
     return out
