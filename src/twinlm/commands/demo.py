@@ -70,11 +70,10 @@ def show_what_they_learned(recipe, out: Path, results) -> dict:
     """Print the held-out losses, masked-fact accuracy and a greedy continuation; return the figures."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from twinlm.data.corpus import world_of
     from twinlm.data.world import masked_fact_probes
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     world = world_of(recipe)
