@@ -29,13 +29,20 @@ def mask_tokens(
     probs.masked_fill_(special, 0.0)
     selected = torch.bernoulli(probs, generator=generator).bool()
     labels[~selected] = IGNORE
+    corrupted = corrupt(input_ids, selected, mask_token_id, vocab_size, generator)
+    return corrupted, labels, selected
+
+
+def corrupt(input_ids: torch.Tensor, selected: torch.Tensor, mask_token_id: int, vocab_size: int,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """80/10/10 corruption of exactly the `selected` positions (shared by MLM and MNTP)."""
     corrupted = input_ids.clone()
     to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & selected
     corrupted[to_mask] = mask_token_id
     # Half of the remaining 20%: a random token.
     to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & selected & ~to_mask
     corrupted[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
-    return corrupted, labels, selected
+    return corrupted
 
 
 class MLMCollator:

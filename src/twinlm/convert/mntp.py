@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from twinlm.errors import UserError
-from twinlm.objectives import IGNORE, mask_tokens
+from twinlm.objectives import IGNORE, corrupt, mask_tokens
 
 ADDED_MASK = "<|mask|>"
 MASK_CHOICES = "'_' (underscore), 'eos', 'add' (a new token, embeddings resized) or a literal single token"
@@ -77,23 +77,12 @@ class MNTPCollator:
         protect[attention_mask == 0] = self.pad_token_id
         _, _, selected = mask_tokens(protect, self.mask_ratio, self.mask_token_id, self.vocab_size,
                                      self.special_ids, self.generator)
-        corrupted, _, _ = _corrupt(input_ids, selected, self.mask_token_id, self.vocab_size, self.generator)
+        corrupted = corrupt(input_ids, selected, self.mask_token_id, self.vocab_size, self.generator)
         labels = torch.full_like(input_ids, IGNORE)
         labels[selected] = input_ids[selected]
         if self.shift == "collator":
             labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE)], dim=1)
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
-
-
-def _corrupt(input_ids: torch.Tensor, selected: torch.Tensor, mask_token_id: int, vocab_size: int,
-             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """80/10/10 corruption of exactly the `selected` positions."""
-    corrupted = input_ids.clone()
-    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & selected
-    corrupted[to_mask] = mask_token_id
-    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & selected & ~to_mask
-    corrupted[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
-    return corrupted, to_mask, to_random
 
 
 def train_mntp(model, tokenizer, texts: list[str], mask_token_id: int, work, *, steps: int, batch_size: int,
