@@ -88,6 +88,18 @@ def transformer_module(base: BaseModel, task: str = "feature-extraction", max_se
 # ---- output folders ----------------------------------------------------------------------------
 
 
+def make_loss(losses_module, name: str, model, args: dict[str, Any], recipe: FinetuneRecipe):
+    """Instantiate loss `name` from a sentence-transformers losses module with `loss_args`.
+    Cached losses get the recipe's gradient-cache chunk size; a wrong argument is a one-line error."""
+    args = dict(args)
+    if name.startswith("Cached"):
+        args.setdefault("mini_batch_size", recipe.training.mini_batch_size)
+    try:
+        return getattr(losses_module, name)(model, **args)
+    except TypeError as err:
+        raise UserError(f"loss_args for {name}: {err}") from None
+
+
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """Refuse to replace an earlier result unless asked; run before any expensive work."""
     path = Path(out)

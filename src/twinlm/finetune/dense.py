@@ -20,6 +20,7 @@ from twinlm.finetune.base import (
     inspect_base,
     ir_evaluator,
     ir_scores,
+    make_loss,
     transformer_module,
 )
 from twinlm.finetune.data import LossColumns, retrieval_eval_task, training_table, world_for
@@ -87,15 +88,11 @@ def _make_loss(name: str, args: dict, model, recipe: FinetuneRecipe, table):
 
     args = dict(args)
     if name == "CachedMultipleNegativesRankingLoss":
-        args.setdefault("mini_batch_size", recipe.training.mini_batch_size)
         args.setdefault("show_progress_bar", False)
     if name == "SoftmaxLoss":
         args.setdefault("sentence_embedding_dimension", model.get_sentence_embedding_dimension())
         args.setdefault("num_labels", int(max(table["label"])) + 1)
-    try:
-        loss = getattr(losses, name)(model, **args)
-    except TypeError as err:
-        raise UserError(f"loss_args for {name}: {err}") from None
+    loss = make_loss(losses, name, model, args, recipe)
     dims = recipe.dense.matryoshka_dims
     if dims:
         full = model.get_sentence_embedding_dimension()

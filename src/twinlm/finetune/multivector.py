@@ -25,7 +25,15 @@ from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
-from twinlm.finetune.base import BaseModel, FitResult, fit, inspect_base, ir_scores, transformer_module
+from twinlm.finetune.base import (
+    BaseModel,
+    FitResult,
+    fit,
+    inspect_base,
+    ir_scores,
+    make_loss,
+    transformer_module,
+)
 from twinlm.finetune.data import (
     LossColumns,
     load_table,
@@ -171,12 +179,7 @@ def _make_loss(name: str, args: dict, model, recipe: FinetuneRecipe):
     from sentence_transformers.multi_vector_encoder import losses
 
     args = dict(args)
-    if name.startswith("Cached"):
-        args.setdefault("mini_batch_size", recipe.training.mini_batch_size)
-    try:
-        return getattr(losses, name)(model, **args)
-    except TypeError as err:
-        raise UserError(f"loss_args for {name}: {err}") from None
+    return make_loss(losses, name, model, args, recipe)
 
 
 def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -> FitResult:

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
-from twinlm.finetune.base import FitResult, fit, inspect_base
+from twinlm.finetune.base import FitResult, fit, inspect_base, make_loss
 from twinlm.finetune.data import LossColumns, load_table, match_columns, retrieval_eval_task, world_for
 from twinlm.finetune.dense import check_loss
 from twinlm.finetune.recipe import FinetuneRecipe
@@ -193,12 +193,7 @@ def _make_loss(name: str, recipe: FinetuneRecipe, model, table):
             positives = sum(1 for v in labels if v > 0.5)
             weight = (len(labels) - positives) / max(1, positives)
         args["pos_weight"] = torch.tensor(float(weight))
-    if name.startswith("Cached"):
-        args.setdefault("mini_batch_size", recipe.training.mini_batch_size)
-    try:
-        return getattr(losses, name)(model, **args)
-    except TypeError as err:
-        raise UserError(f"loss_args for {name}: {err}") from None
+    return make_loss(losses, name, model, args, recipe)
 
 
 def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -> FitResult:

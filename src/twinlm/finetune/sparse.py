@@ -23,6 +23,7 @@ from twinlm.finetune.base import (
     inspect_base,
     ir_evaluator,
     ir_scores,
+    make_loss,
     transformer_module,
 )
 from twinlm.finetune.data import LossColumns, retrieval_eval_task, training_table, world_for
@@ -93,10 +94,7 @@ def _make_loss(model, recipe: FinetuneRecipe):
         # cosine, as the dense MNRL does (a plain dot product at scale 1 barely trains).
         args.setdefault("scale", 20.0)
         args.setdefault("similarity_fct", cos_sim)
-    try:
-        inner = getattr(losses, s.inner_loss)(model, **args)
-    except TypeError as err:
-        raise UserError(f"loss_args for {s.inner_loss}: {err}") from None
+    inner = make_loss(losses, s.inner_loss, model, args, recipe)
     if s.variant == "csr":
         return losses.CSRLoss(model, loss=inner, beta=s.csr_beta, gamma=s.csr_gamma)
     return losses.SpladeLoss(
