@@ -22,15 +22,33 @@ def reranker(micro_run, tmp_path_factory):
     return rerank.finetune(recipe, out)
 
 
-@pytest.mark.slow
 def test_training_improves_reranking(micro_run, tmp_path):
-    """Acceptance. Known to FAIL on the micro twin today: its cross-encoder loss stays flat (see the
-    report); kept as the target, out of the default run."""
+    """Acceptance, with the shipped recipe (1000 steps, ~45 s): the loss sits at the constant
+    predictor's value for ~600 steps, then the cross-encoder learns to match names (measured
+    nDCG@10 0.190 -> 0.290 on 60 held-out questions)."""
     from twinlm.finetune import rerank
 
-    recipe = load_finetune_recipe(None, "rerank", [], {"base_model": str(micro_run / "encoder")})
+    recipe = load_finetune_recipe(None, "rerank", ["world_heldout=0.5"], {"base_model": str(micro_run / "encoder")})
     result = rerank.finetune(recipe, tmp_path / "reranker")
-    assert result.after["ndcg@10"] > result.before["ndcg@10"]
+    assert result.after["ndcg@10"] > result.before["ndcg@10"] + 0.03
+    assert result.after["mrr@10"] > result.before["mrr@10"]
+
+
+def test_world_rows_cover_every_question_with_other_peoples_negatives(micro_world):
+    from twinlm.data.world_vocab import QUESTIONS
+    from twinlm.finetune import rerank
+
+    recipe = load_finetune_recipe(None, "rerank", [], {"base_model": "unused"})
+    table = rerank.training_rows(recipe, lambda: micro_world)
+    train_people, _ = micro_world.split()
+    positives = [r for r in table if r["label"] == 1.0]
+    assert len(positives) == len(train_people) * len(QUESTIONS)
+    assert len(table) == len(positives) * (1 + recipe.mining.num_negatives)
+    names = {p.name for p in micro_world.people}
+    for row in table:
+        asked = next(n for n in names if n in row["query"])
+        # a negative never renders the person asked about (both renderings count as positives)
+        assert (asked in row["document"]) == (row["label"] == 1.0)
 
 
 def test_reranker_reports_and_reloads_without_twinlm(reranker, micro_world):

@@ -26,39 +26,26 @@ ev = SparseInformationRetrievalEvaluator(task['queries'], task['corpus'], {q: se
 scores = ev(model)
 print(json.dumps({k.split('_', 1)[1]: v for k, v in scores.items()}))
 """
-# Micro-sized settings measured to train in a few dozen steps (see the README).
-VARIANTS = {
-    "splade": ["--lr", "3e-3", "--set", "sparse.document_regularizer_weight=0.3",
-               "--set", "sparse.query_regularizer_weight=0.3"],
-    "inference_free": ["--lr", "3e-3", "--set", "sparse.document_regularizer_weight=0.1"],
-    "csr": ["--lr", "1e-2", "--set", "sparse.csr_k=16", "--set", "sparse.csr_hidden_dim=256",
-            "--set", "sparse.csr_k_aux=64"],
-}
 
 
-@pytest.mark.parametrize("variant", [
-    "splade",
-    pytest.param("inference_free", marks=pytest.mark.slow),
-    pytest.param("csr", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize("variant", ["splade", "inference_free", "csr"])
 def test_sparse_variant_learns_stays_sparse_and_reloads(variant, micro_run, tmp_path):
+    """Acceptance, with the shipped recipe (100 steps, ~15 s each); measured nDCG@10: SPLADE 0.040 ->
+    0.128, inference-free 0.299 -> 0.908, CSR 0.107 -> 0.290."""
     out = tmp_path / variant
-    code = main(["finetune", "sparse", "--base", str(micro_run / "encoder"), "--out", str(out), "--epochs", "3",
-                 "--set", f"sparse.variant={variant}", "--set", f"world_heldout={HELDOUT}", *VARIANTS[variant]])
+    code = main(["finetune", "sparse", "--base", str(micro_run / "encoder"), "--out", str(out),
+                 "--set", f"sparse.variant={variant}", "--set", f"world_heldout={HELDOUT}"])
     assert code == 0
     results = json.loads((out / "twinlm-finetune.json").read_text())
     before, after = results["before"], results["after"]
-    if variant != "csr":
-        # CSR does not yet beat its untrained start on the micro twin (measured 0.107 -> 0.093 and
-        # worse with other settings; see the README), so only its sparsity and reload are checked.
-        assert after["ndcg@10"] > before["ndcg@10"]
+    assert after["ndcg@10"] > before["ndcg@10"] + 0.03
     vocab = json.loads((micro_run / "encoder" / "config.json").read_text())["vocab_size"]
     if variant == "csr":  # top-k codes: exactly csr_k of csr_hidden_dim dimensions are active
         assert after["corpus_active_dims"] <= 16 and after["query_active_dims"] <= 16
     elif variant == "splade":
         assert before["corpus_active_dims"] > vocab * 0.9 and after["corpus_active_dims"] < vocab / 4
         assert after["query_active_dims"] < vocab / 4
-    else:  # measured 512 -> 176 document dimensions in 24 steps; queries keep only their own tokens
+    else:  # measured 512 -> 20 document dimensions in 100 steps; queries keep only their own tokens
         assert after["corpus_active_dims"] < vocab / 2 and after["query_active_dims"] < vocab / 10
 
     task = world_retrieval_eval(world_for(None, str(micro_run / "encoder"), HELDOUT))

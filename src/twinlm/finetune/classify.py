@@ -9,12 +9,11 @@ contradiction, held-out people for evaluation). Without --eval-data a file's las
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
 from twinlm.finetune.base import FitResult, fit, inspect_base
-from twinlm.finetune.data import LossColumns, load_table, match_columns, world_for, world_nli
+from twinlm.finetune.data import LossColumns, load_table, match_columns, recipe_world, world_nli
 from twinlm.finetune.recipe import FinetuneRecipe
 
 LOSS = "CrossEntropyLoss"
@@ -114,7 +113,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     if recipe.loss != LOSS:
         raise UserError(f"classify trains with {LOSS} only, got loss {recipe.loss!r}")
     base = inspect_base(recipe.base_model)
-    train, test, needs = _tables(recipe, cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout)))
+    train, test, needs = _tables(recipe, recipe_world(recipe))
     labels = _label_names(recipe, train, test)
     if len(labels) < 2:
         raise UserError(f"classification needs at least two labels, found {labels}")

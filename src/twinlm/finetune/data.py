@@ -244,6 +244,14 @@ def world_for(settings, base_model: str, heldout: float | None = None):
     return build_world(WorldConfig(**config))
 
 
+def recipe_world(recipe):
+    """A zero-argument function giving the recipe's world (built once, on first call): every kind
+    reads the world through it, so `world_heldout` means the same split for all of them."""
+    from functools import cache
+
+    return cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout))
+
+
 def world_retrieval_rows(world, seed: int = 0, per_person: int = 4) -> list[dict[str, str]]:
     """(anchor, positive, negative) rows from the train people: a question, a rendering of the
     person's biography and another train person's biography."""

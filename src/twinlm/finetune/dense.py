@@ -9,7 +9,6 @@ retrieval protocol); `dense.bidirectional` lets a decoder attend both ways.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
@@ -23,7 +22,7 @@ from twinlm.finetune.base import (
     make_loss,
     transformer_module,
 )
-from twinlm.finetune.data import LossColumns, retrieval_eval_task, training_table, world_for
+from twinlm.finetune.data import LossColumns, recipe_world, retrieval_eval_task, training_table
 from twinlm.finetune.recipe import FinetuneRecipe
 
 DEFAULT_LOSS = "CachedMultipleNegativesRankingLoss"  # Ettin's retrieval fine-tuning loss
@@ -109,7 +108,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     from transformers import set_seed
 
     base = inspect_base(recipe.base_model)
-    world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout))
+    world: Callable = recipe_world(recipe)
     recipe.loss = check_loss(recipe.loss or DEFAULT_LOSS, "dense", LOSSES)
     specs = recipe.datasets or [None]
     names, tables = [], []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
@@ -38,9 +37,9 @@ from twinlm.finetune.data import (
     LossColumns,
     load_table,
     match_columns,
+    recipe_world,
     retrieval_eval_task,
     training_table,
-    world_for,
 )
 from twinlm.finetune.dense import check_loss
 from twinlm.finetune.recipe import FinetuneRecipe
@@ -187,7 +186,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     from sentence_transformers.base.training_args import BatchSamplers
 
     base = inspect_base(recipe.base_model)
-    world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model))
+    world: Callable = recipe_world(recipe)
     recipe.loss = check_loss(recipe.loss or DEFAULT_LOSS, "multivector", LOSSES)
     if recipe.datasets:
         raise UserError("multivector trains on one dataset; `datasets` (multi-dataset training) is for dense models")

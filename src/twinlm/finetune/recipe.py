@@ -90,7 +90,9 @@ class SparseSection:
     csr_k_aux: int = 256
     csr_beta: float = 0.1  # CSRLoss weight of the auxiliary reconstruction
     csr_gamma: float = 1.0  # CSRLoss weight of the contrastive loss
-    csr_train_backbone: bool = False  # CSR trains the autoencoder on frozen dense features, as in the paper
+    # The CSR paper trains the autoencoder on frozen features; fine-tuning the backbone with it
+    # learns far faster on a small twin (micro, 100 steps: 0.107 -> 0.290 vs 0.107 -> 0.174 frozen).
+    csr_train_backbone: bool = True
     pooling: str = "auto"  # CSR's dense backbone pooling, as dense.pooling
 
     def __post_init__(self) -> None:
@@ -128,7 +130,9 @@ class RerankSection:
     teacher: str | None = None  # CrossEncoder whose scores are the labels of MSELoss / MarginMSELoss
     retriever: str | None = None  # dense model retrieving the evaluation candidates; None: positives + sampled others
     top_k: int = 30  # candidates reranked per evaluation query
-    pooling: str = "mean"  # ModernBERT-style heads (classifier_pooling): mean | cls
+    # ModernBERT-style heads (classifier_pooling): cls | mean. On the micro twin [CLS] learned
+    # name matching sooner than the mean (nDCG@10 0.193 -> 0.332 vs 0.154 -> 0.280, 1000 steps).
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):

@@ -19,12 +19,11 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
 from twinlm.finetune.base import FitResult, fit, inspect_base, make_loss
-from twinlm.finetune.data import LossColumns, load_table, match_columns, retrieval_eval_task, world_for
+from twinlm.finetune.data import LossColumns, load_table, match_columns, recipe_world, retrieval_eval_task
 from twinlm.finetune.dense import check_loss
 from twinlm.finetune.recipe import FinetuneRecipe
 
@@ -89,19 +88,26 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
         pairs = pairs.rename_column("query", "anchor")
     else:
         from twinlm.data.world import retrieval_pairs
+        from twinlm.data.world_vocab import QUESTIONS
 
-        train_people, _ = world().split()
-        # One question per person: a person's other rendering would be an unlabelled positive.
-        rows = retrieval_pairs(world(), train_people, seed=recipe.training.seed, per_person=1)
+        w = world()
+        train_people, _ = w.split()
+        # In-batch-negative losses get one question per person (a second one would bring that
+        # person's other passage into the batch as a false negative); losses with explicit labels
+        # get every kind of question, which a small cross-encoder needs to learn name matching.
+        per_person = 1 if fmt == "n-tuple" else len(QUESTIONS)
+        rows = retrieval_pairs(w, train_people, seed=recipe.training.seed, per_person=per_person)
         if recipe.max_rows is not None:
             rows = rows[: recipe.max_rows]
         pairs = datasets.Dataset.from_list(rows)
         if not mining:
-            passages = [r["positive"] for r in rows]
+            owner = {w.biography(p, v): p.id for p in train_people for v in range(w.config.biographies_per_person)}
+            passages = sorted(set(r["positive"] for r in rows))
             rng = random.Random(f"rerank-negatives-{recipe.training.seed}")
             k = recipe.mining.num_negatives
             shaped = [{"query": r["anchor"], "positive": r["positive"],
-                       "negatives": rng.sample([p for p in passages if p != r["positive"]], k)} for r in rows]
+                       "negatives": rng.sample([p for p in passages if owner[p] != owner[r["positive"]]], k)}
+                      for r in rows]
             return match_columns(datasets.Dataset.from_list(_shape(shaped, recipe.loss)), needs, {}, recipe.loss, "world")
     from twinlm.finetune.mining import load_dense, mine
 
@@ -174,9 +180,7 @@ def build_model(recipe: FinetuneRecipe):
     torch.manual_seed(recipe.training.seed)  # the new score head starts the same way every run
     config_kwargs = {}
     if hasattr(AutoConfig.from_pretrained(recipe.base_model), "classifier_pooling"):
-        # ModernBERT pools [CLS] by default; an MLM-pretrained twin has never trained that position
-        # to summarise the pair, while the mean of its token states is informative from the start.
-        config_kwargs["classifier_pooling"] = recipe.rerank.pooling
+        config_kwargs["classifier_pooling"] = recipe.rerank.pooling  # ModernBERT-style heads only
     return CrossEncoder(recipe.base_model, num_labels=1, max_length=recipe.training.max_seq_length,
                         config_kwargs=config_kwargs)
 
@@ -200,7 +204,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     inspect_base(recipe.base_model)  # a clear error for a bad base before any data work
-    world: Callable = cache(lambda: world_for(recipe.world, recipe.base_model))
+    world: Callable = recipe_world(recipe)
     recipe.loss = check_loss(recipe.loss or DEFAULT_LOSS, "rerank", LOSSES)
     if recipe.datasets:
         raise UserError("rerank trains on one dataset; `datasets` (multi-dataset training) is for dense models")

@@ -12,7 +12,6 @@ Every evaluation reports active dimensions and sparsity of queries and documents
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 from twinlm.errors import UserError
@@ -26,7 +25,7 @@ from twinlm.finetune.base import (
     make_loss,
     transformer_module,
 )
-from twinlm.finetune.data import LossColumns, retrieval_eval_task, training_table, world_for
+from twinlm.finetune.data import LossColumns, recipe_world, retrieval_eval_task, training_table
 from twinlm.finetune.dense import check_loss
 from twinlm.finetune.recipe import FinetuneRecipe
 
@@ -131,7 +130,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
         raise UserError(f"{recipe.loss} does not fit sparse.variant={recipe.sparse.variant} (it uses {expected})")
     if recipe.datasets:
         raise UserError("multi-dataset training (datasets:) is supported by `finetune dense` only")
-    world = cache(lambda: world_for(recipe.world, recipe.base_model, recipe.world_heldout))
+    world = recipe_world(recipe)
     needs = INNER_COLUMNS[recipe.sparse.inner_loss]
     train = training_table(recipe, needs, recipe.sparse.inner_loss, world)
     task = retrieval_eval_task(recipe, world)
