@@ -97,12 +97,13 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
         # get every kind of question, which a small cross-encoder needs to learn name matching.
         per_person = 1 if fmt == "n-tuple" else len(QUESTIONS)
         rows = retrieval_pairs(w, train_people, seed=recipe.training.seed, per_person=per_person)
+        # negatives come from every train person's passages, however few rows max_rows keeps
+        passages = sorted(set(r["positive"] for r in rows))
         if recipe.max_rows is not None:
             rows = rows[: recipe.max_rows]
         pairs = datasets.Dataset.from_list(rows)
         if not mining:
             owner = {w.biography(p, v): p.id for p in train_people for v in range(w.config.biographies_per_person)}
-            passages = sorted(set(r["positive"] for r in rows))
             rng = random.Random(f"rerank-negatives-{recipe.training.seed}")
             k = recipe.mining.num_negatives
             shaped = [{"query": r["anchor"], "positive": r["positive"],
