@@ -10,6 +10,7 @@ from __future__ import annotations
 import datasets
 import numpy as np
 import pytest
+import torch
 
 from twinlm.finetune.recipe import load_finetune_recipe
 
@@ -155,7 +156,7 @@ def test_rerank_mse_scores_are_the_teachers_predictions(micro_run, rerank_teache
     assert table.column_names == ["query", "document", "score"]
     assert len(table) == 3 * (1 + recipe.mining.num_negatives)
     teacher = CrossEncoder(str(rerank_teacher))
-    expected = teacher.predict(list(zip(table["query"], table["document"])), show_progress_bar=False)
+    expected = teacher.predict(list(zip(table["query"], table["document"])), activation_fn=torch.nn.Identity(), show_progress_bar=False)
     np.testing.assert_allclose(table["score"], expected, atol=1e-5)
     assert set(table["score"]) - {0.0, 1.0}  # not the gold 1/0 labels the rows were built with
 
@@ -180,8 +181,8 @@ def test_rerank_margin_mse_labels_are_the_teachers_margins(micro_run, micro_worl
     assert len(table) == 3 * recipe.mining.num_negatives
     teacher = CrossEncoder(str(rerank_teacher))
     labelled = rerank.add_teacher_labels(table, "MarginMSELoss", teacher)
-    pos = teacher.predict(list(zip(table["query"], table["positive"])), show_progress_bar=False)
-    neg = teacher.predict(list(zip(table["query"], table["negative"])), show_progress_bar=False)
+    pos = teacher.predict(list(zip(table["query"], table["positive"])), activation_fn=torch.nn.Identity(), show_progress_bar=False)
+    neg = teacher.predict(list(zip(table["query"], table["negative"])), activation_fn=torch.nn.Identity(), show_progress_bar=False)
     assert labelled.column_names == ["query", "positive", "negative", "label"]
     np.testing.assert_allclose(labelled["label"], pos - neg, atol=1e-5)
 

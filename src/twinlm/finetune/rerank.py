@@ -118,11 +118,18 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
 
 
 def add_teacher_labels(table, loss: str, teacher) -> object:
+    """Label rows with the teacher's raw logits (no sigmoid): the student's loss compares its own
+    logits to them, and margins of probabilities would be squashed near 0 and 1."""
+    import torch
+
+    def score(docs):
+        return teacher.predict(list(zip(table["query"], table[docs])), activation_fn=torch.nn.Identity(),
+                               show_progress_bar=False)
+
     if loss == "MSELoss":
-        scores = teacher.predict(list(zip(table["query"], table["document"])), show_progress_bar=False)
-        return table.remove_columns([c for c in ("score",) if c in table.column_names]).add_column("score", [float(s) for s in scores])
-    pos = teacher.predict(list(zip(table["query"], table["positive"])), show_progress_bar=False)
-    neg = teacher.predict(list(zip(table["query"], table["negative"])), show_progress_bar=False)
+        return table.remove_columns([c for c in ("score",) if c in table.column_names]).add_column(
+            "score", [float(s) for s in score("document")])
+    pos, neg = score("positive"), score("negative")
     return table.remove_columns([c for c in ("label",) if c in table.column_names]).add_column(
         "label", [float(p - n) for p, n in zip(pos, neg)])
 
