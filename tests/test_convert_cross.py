@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from twinlm.cli import main
 
@@ -103,3 +105,57 @@ def test_existing_output_needs_overwrite(micro_run, tmp_path, capsys):
     assert main(["convert", "decoder-to-encoder", str(micro_run / "decoder"), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "earlier result"
+
+
+class _Crash(TrainerCallback):
+    """Simulates a killed job: raise after a given training step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_interrupted_conversion_resumes_to_the_same_weights(micro_run, tmp_path, capsys):
+    from twinlm.convert.cross import cross_train
+
+    source, budget = micro_run / "decoder", ["--tokens", "8192", "--set", "training.save_every=2"]  # 8 steps
+    reference = tmp_path / "reference"
+    assert main(["convert", "decoder-to-encoder", str(source), "--out", str(reference), *budget]) == 0
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        cross_train(source, out, "encoder", tokens=8192, overrides=["training.save_every=2"], callbacks=[_Crash(3)])
+    assert (out / "encoder" / "work" / "cross-mlm" / "checkpoint-2").exists()
+    assert not (out / "conversion.json").exists() and not (out / "model.safetensors").exists()
+    capsys.readouterr()
+    # Without --resume (or --overwrite) the interrupted output is left alone.
+    assert main(["convert", "decoder-to-encoder", str(source), "--out", str(out), *budget]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # Resuming with other settings than the interrupted run is refused.
+    assert main(["convert", "decoder-to-encoder", str(source), "--out", str(out), "--resume", "--tokens", "4096",
+                 "--set", "training.save_every=2"]) == 2
+    assert "the recipe differs" in capsys.readouterr().err
+    assert main(["convert", "decoder-to-encoder", str(source), "--out", str(out), "--resume", *budget]) == 0
+    resumed, expected = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
+    meta = json.loads((out / "conversion.json").read_text())
+    assert meta["result"]["steps"] == 8 and not (out / "encoder").exists() and not (out / "data").exists()
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "no duplicate log lines after resume"
+    # A finished conversion: --resume has nothing left to do and changes nothing.
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(["convert", "decoder-to-encoder", str(source), "--out", str(out), "--resume", *budget]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_convert_help_mentions_resume(capsys):
+    for kind in ("decoder-to-encoder", "encoder-to-decoder"):
+        with pytest.raises(SystemExit):
+            main(["convert", kind, "--help"])
+        assert "--resume" in capsys.readouterr().out
+

@@ -11,7 +11,9 @@ supported decoder into a bidirectional sentence-embedding model (MNTP, then unsu
 
 CROSS_HELP = """Writes DIR as a plain Hugging Face folder of the target class with twinlm.yaml (the
 continued-training recipe), conversion.json ({"kind": "cross-objective", "from", "to", ...}),
-metrics.jsonl and a model card. Data: the source model's twinlm.yaml, or --recipe."""
+metrics.jsonl and a model card. Data: the source model's twinlm.yaml, or --recipe. Checkpoints are
+written every training.save_every steps; --resume continues an interrupted conversion from the
+last one."""
 
 LLM2VEC_HELP = """Writes DIR as a sentence-transformers folder (bidirectional through config.is_causal=false,
 loads with SentenceTransformer(DIR) without twinlm) plus llm2vec.json. Supported decoders:
@@ -35,6 +37,9 @@ def register(sub) -> None:
                        help="recipe for the data and optimizer (default: the model folder's twinlm.yaml)")
         c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field of that recipe (repeatable)")
+        c.add_argument("--resume", action="store_true",
+                       help="continue an interrupted conversion in --out from its last checkpoint (same "
+                       "arguments as the interrupted run)")
         c.set_defaults(func=run_cross, target=target)
     lv = kinds.add_parser("llm2vec", help="decoder -> bidirectional sentence-embedding model",
                           description=LLM2VEC_HELP)
@@ -56,7 +61,7 @@ def run_cross(args) -> int:
     tokens = int(args.tokens) if args.tokens is not None else None
     meta = cross_train(args.model, args.out, args.target, tokens=tokens, objective=args.objective,
                        mask_ratio=args.mask_ratio, recipe=args.recipe, overrides=args.overrides,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, resume=args.resume)
     print(f"model: {args.out} ({meta['from']} -> {meta['to']}, {meta['objective']})")
     return 0
 

@@ -5,7 +5,8 @@ decoder -> encoder: bidirectional attention + MLM at 15% (or MNTP); encoder -> d
 attention + CLM. One phase, warmup then linear decay to 0.02x, peak LR = the recipe's decay-phase
 starting LR, a fresh optimizer, scaled by a token budget. The phase runs on the pretraining phase
 runner (`twinlm.train.pretrain._run_phase`), so logging, checkpoints and held-out loss are the
-same as for the native twins. The result is a plain HF folder of the target class with the
+same as for the native twins, and `resume=True` (`--resume`) continues an interrupted conversion
+from its last checkpoint. The result is a plain HF folder of the target class with the
 recipe (`twinlm.yaml`) and `conversion.json` saying what it is, so `twinlm compare` can put it
 beside the native twins.
 """
@@ -78,16 +79,24 @@ def load_source(model_dir: Path, source_twin: str, attn_implementation: str):
 
 def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int | None = None,
                 objective: str | None = None, mask_ratio: float = 0.15, recipe: str | None = None,
-                overrides: Sequence[str] = (), overwrite: bool = False, callbacks: Sequence = ()) -> dict:
+                overrides: Sequence[str] = (), overwrite: bool = False, resume: bool = False,
+                callbacks: Sequence = ()) -> dict:
     """Convert `model_dir` into the `target` twin and continue training it; returns the metadata
-    written to `<out>/conversion.json` (including the phase result)."""
+    written to `<out>/conversion.json` (including the phase result).
+
+    `resume` continues an interrupted conversion in `out` from its last intermediate checkpoint
+    (the recipe, including --tokens / --objective / --mask-ratio / --set, must be the one it was
+    started with); on a finished conversion it does nothing and returns the metadata. Without
+    `resume` or `overwrite` an existing, non-empty `out` is refused."""
     from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
     from twinlm.data.corpus import prepare_stores
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.models import count_parameters, set_global_rope_theta
-    from twinlm.train.pretrain import _run_phase, prepare_output
+    from twinlm.train.pretrain import RECIPE_FILE, _run_phase, check_resume_recipe, prepare_output
 
     model_dir, out = Path(model_dir), Path(out)
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
     if target not in OBJECTIVES:
         raise UserError(f"target twin {target!r}; valid: encoder, decoder")
     objective = objective or OBJECTIVES[target][0]
@@ -101,7 +110,12 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     rec = dataclasses.replace(rec, phases=[phase])
     rec.check()
     source = load_source(model_dir, source_twin, rec.training.attn_implementation)
-    prepare_output(out, resume=False, overwrite=overwrite)
+    prepare_output(out, resume=resume, overwrite=overwrite)
+    if resume:
+        check_resume_recipe(rec, out)
+        if (out / CONVERSION_FILE).exists():
+            print(f"{out} is a finished conversion; nothing to resume", flush=True)
+            return json.loads((out / CONVERSION_FILE).read_text())
 
     model = decoder_to_encoder(source) if target == "encoder" else encoder_to_decoder(source)
     del source
@@ -111,6 +125,8 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     set_global_rope_theta(model, phase.rope_theta)
     tokenizer = load_tokenizer(str(model_dir))
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # written first: what --resume checks and needs (prepare_output looks for it)
+        rec.dump(out / RECIPE_FILE)
     cache = out / "data"
     train_store, heldout_store = prepare_stores(rec, tokenizer, cache, phase.source or rec.data.source)
     collator = _collator(objective, tokenizer, model, phase)

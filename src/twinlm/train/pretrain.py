@@ -92,6 +92,42 @@ class PhaseTrainer(Trainer):
             shutil.rmtree(old, ignore_errors=True)
 
 
+SAMPLE_KEY = "sample_index"
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """The items of `dataset`, each with its position under SAMPLE_KEY (see SeededCollator)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.dataset[i], SAMPLE_KEY: i}
+
+
+class SeededCollator:
+    """Runs `collator` (MLM / MNTP masking draws from the global torch RNG) with that RNG seeded
+    from the run's seed and the index of the batch's first sample, inside `fork_rng`.
+
+    The masks are then a function of the data alone, so a resumed phase sees exactly the masks of
+    an uninterrupted one. (The Trainer's own RNG checkpointing cannot give that: the dataloader
+    collates batches ahead, and the Trainer restores the saved state only after collating the
+    first resumed batches.) The global stream used by the model (dropout) is left untouched."""
+
+    def __init__(self, collator, seed: int):
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, examples: list[dict]) -> dict:
+        first = int(examples[0][SAMPLE_KEY])
+        examples = [{k: v for k, v in e.items() if k != SAMPLE_KEY} for e in examples]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed % 2**31) * 2**32 + first)
+            return self.collator(examples)
+
+
 def checkpoints(work: Path) -> list[Path]:
     """Complete intermediate checkpoints of a phase, oldest first."""
     found = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
@@ -272,9 +308,10 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and state.num_processes > 1 else None,
     )
+    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio)
     trainer = PhaseTrainer(
-        model=model, args=args, train_dataset=dataset,
-        data_collator=collator or collator_for(twin, tokenizer, phase.mask_ratio),
+        model=model, args=args, train_dataset=IndexedDataset(dataset),
+        data_collator=SeededCollator(collator, t.seed),
         recipe=recipe, phase=phase, tokens_per_step=batch * phase.seq_len,
     )
     trainer.remove_callback(PrinterCallback)
@@ -293,12 +330,10 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
     head_fraction = phase.mask_ratio if (twin == "encoder" and t.sparse_mlm_head) else 1.0
     flops = training_flops_per_token(recipe.model, model.config.vocab_size, phase.seq_len, head_fraction)
     metrics_path = out / "metrics.jsonl"
-    resume_from = None
     done = checkpoints(work)
-    if done:
-        resume_from = str(done[-1])
-        if state.is_main_process:
-            drop_records_after(metrics_path, twin, phase.name, int(done[-1].name.split("-")[1]))
+    resume_from = str(done[-1]) if done else None
+    if state.is_main_process:  # log lines past the checkpoint (or all, without one) are re-done
+        drop_records_after(metrics_path, twin, phase.name, int(done[-1].name.split("-")[1]) if done else 0)
     logger = StepLogger(metrics_path, twin, phase.name, tokens_per_step, flops,
                         t.peak_tflops or default_peak_tflops(t.precision), state.num_processes, step_offset)
     trainer.callback_handler.callbacks.insert(0, logger)
