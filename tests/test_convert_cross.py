@@ -159,3 +159,59 @@ def test_convert_help_mentions_resume(capsys):
             main(["convert", kind, "--help"])
         assert "--resume" in capsys.readouterr().out
 
+
+@pytest.fixture(scope="module")
+def mntp_encoder(micro_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mntp") / "encoder"
+    assert main(["convert", "decoder-to-encoder", str(micro_run / "decoder"), "--out", str(out), "--objective", "mntp",
+                 "--tokens", "2048"]) == 0
+    return out
+
+
+def test_mntp_encoder_is_evaluated_on_shifted_logits(mntp_encoder, tmp_path, capsys):
+    """`twinlm eval` reads prediction_offset -1 from conversion.json: the intrinsic masked loss of
+    an MNTP encoder scores the token masked at i with the logits at i - 1."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from twinlm.evaluate.models import resolve, world_for
+    from twinlm.evaluate.scoring import encoder_pll
+    from twinlm.objectives import mask_tokens
+
+    assert json.loads((mntp_encoder / "conversion.json").read_text())["prediction_offset"] == -1
+    capsys.readouterr()
+    assert main(["eval", str(mntp_encoder), "--tasks", "intrinsic", "--max-items", "16", "--out",
+                 str(tmp_path / "eval")]) == 0
+    assert "predictions read at i-1" in capsys.readouterr().out
+    (model_result,) = json.loads((tmp_path / "eval" / "results.json").read_text())["models"].values()
+    assert model_result["architecture"] == "encoder" and model_result["prediction_offset"] == -1
+    evaluated = model_result["tasks"]["intrinsic"]["metrics"]["masked_loss"]["mean"]
+
+    # By hand: the evaluator's texts and masks (IntrinsicTask: one batch, generator seeded 0, 15%).
+    (ref,), _ = resolve(str(mntp_encoder))
+    _, heldout = (world := world_for(ref)).split()
+    tok = AutoTokenizer.from_pretrained(mntp_encoder)
+    model = AutoModelForMaskedLM.from_pretrained(mntp_encoder).eval()
+    batch = tok(world.documents(heldout)[:16], truncation=True, max_length=128, padding=True, return_tensors="pt")
+    inputs, labels, selected = mask_tokens(batch.input_ids, 0.15, tok.mask_token_id, len(tok),
+                                           sorted(set(tok.all_special_ids)), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logprobs = model(input_ids=inputs, attention_mask=batch.attention_mask).logits.float().log_softmax(-1)
+    rows, cols = selected.nonzero(as_tuple=True)
+    assert (cols > 0).all()  # position 0 ([CLS]) is never masked, so every masked token has a predecessor
+    shifted = -logprobs[rows, cols - 1, labels[rows, cols]].mean().item()
+    unshifted = -logprobs[rows, cols, labels[rows, cols]].mean().item()
+    assert evaluated == pytest.approx(shifted, abs=1e-4)
+    assert abs(shifted - unshifted) > 0.1
+
+    # Pseudo-log-likelihood scoring (choice task) reads the same shifted position.
+    ctx_ids = [tok.cls_token_id] + tok("Nadia Greco was born in", add_special_tokens=False).input_ids
+    cont_ids = tok(" Recife", add_special_tokens=False).input_ids
+    (score, n), = encoder_pll(model, tok, "Nadia Greco was born in", [" Recife"], prediction_offset=-1)
+    expected = 0.0
+    for k, token in enumerate(cont_ids):
+        row = ctx_ids + cont_ids + [tok.sep_token_id]
+        row[len(ctx_ids) + k] = tok.mask_token_id
+        with torch.no_grad():
+            lp = model(input_ids=torch.tensor([row])).logits[0].float().log_softmax(-1)
+        expected += lp[len(ctx_ids) + k - 1, token].item()
+    assert n == len(cont_ids) and score == pytest.approx(expected, abs=1e-4)

@@ -101,11 +101,13 @@ def run_lm_eval(model: dict, tasks: dict[str, dict]) -> dict:
     from twinlm.evaluate.choice import ChoiceTask
     from twinlm.evaluate.models import ModelRef, load_scoring_model
 
-    ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"))
+    ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"),
+                   model.get("prediction_offset", 0))
     scorer, tok = load_scoring_model(ref)
     out = {}
     for name, task in tasks.items():
-        metrics = ChoiceTask(task["items"], task["delimiter"]).evaluate(scorer, tok, ref.architecture)
+        metrics = ChoiceTask(task["items"], task["delimiter"]).evaluate(scorer, tok, ref.architecture,
+                                                                        prediction_offset=ref.prediction_offset)
         out[f"lm-eval/{name}"] = {"acc": metrics["accuracy"], "acc_norm_per_token": metrics["accuracy_norm"],
                                   "items": len(task["items"])}
     return out

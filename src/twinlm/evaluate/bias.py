@@ -29,7 +29,8 @@ class BiasTask:
     def primary(self, architecture: str) -> str:
         return "neutral_pct"
 
-    def pronoun_logprobs(self, model, tokenizer, architecture: str, template: str) -> dict[str, float]:
+    def pronoun_logprobs(self, model, tokenizer, architecture: str, template: str,
+                         prediction_offset: int = 0) -> dict[str, float]:
         before, after = template.split(SLOT, 1)
         if architecture == "decoder":
             # Same prefix, so only the pronoun and what follows differ: comparing full-sentence
@@ -47,20 +48,21 @@ class BiasTask:
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
         logprobs = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long()).logits.float().log_softmax(-1)
-        start = 1 + len(before_ids)
+        start = 1 + len(before_ids) + prediction_offset  # MNTP encoders predict slot i at i - 1
         out = {p: sum(logprobs[k, start + i, t].item() for i, t in enumerate(ptoks))
                for k, (p, ptoks) in enumerate(zip(PRONOUNS, spans))}
         return out
 
     @torch.no_grad()
-    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0) -> dict[str, float]:
+    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0,
+                 prediction_offset: int = 0) -> dict[str, float]:
         was_training = model.training
         model.eval()
         counts = dict.fromkeys(PRONOUNS.values(), 0)
         lean: dict[str, list[float]] = {}
         share: dict[str, float] = {}
         for ex in self.examples:
-            lp = self.pronoun_logprobs(model, tokenizer, architecture, ex["template"])
+            lp = self.pronoun_logprobs(model, tokenizer, architecture, ex["template"], prediction_offset)
             counts[PRONOUNS[max(lp, key=lp.get)]] += 1
             # P(he) / (P(he) + P(she)) computed stably from log-probs.
             lean.setdefault(ex["occupation"], []).append(1 / (1 + math.exp(max(-50, min(50, lp["she"] - lp["he"])))))

@@ -49,19 +49,21 @@ class ChoiceTask:
     def primary(self, architecture: str) -> str:
         return "accuracy"
 
-    def scores(self, model, tokenizer, architecture: str, item: dict) -> list[tuple[float, int]]:
+    def scores(self, model, tokenizer, architecture: str, item: dict,
+               prediction_offset: int = 0) -> list[tuple[float, int]]:
         choices = [self.delimiter + c for c in item["choices"]]
         if architecture == "decoder":
             return [(lp, n) for lp, n, _ in decoder_loglik(model, tokenizer, item["context"], choices)]
-        return encoder_pll(model, tokenizer, item["context"], choices)
+        return encoder_pll(model, tokenizer, item["context"], choices, prediction_offset=prediction_offset)
 
     @torch.no_grad()
-    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0) -> dict[str, float]:
+    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0,
+                 prediction_offset: int = 0) -> dict[str, float]:
         was_training = model.training
         model.eval()
         right = right_norm = exact = 0
         for item in self.items:
-            scored = self.scores(model, tokenizer, architecture, item)
+            scored = self.scores(model, tokenizer, architecture, item, prediction_offset)
             right += max(range(len(scored)), key=lambda i: scored[i][0]) == item["answer"]
             right_norm += max(range(len(scored)), key=lambda i: scored[i][0] / max(scored[i][1], 1)) == item["answer"]
             if architecture == "decoder":

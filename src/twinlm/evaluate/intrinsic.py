@@ -1,5 +1,6 @@
 """Intrinsic quality on held-out text of the same corpus: masked-token accuracy and loss for an
-encoder, perplexity (and next-token accuracy) for a decoder."""
+encoder, perplexity (and next-token accuracy) for a decoder. An encoder trained with MNTP
+(`prediction_offset` -1) is scored on the logits at i - 1 for the token masked at i."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import torch
 
+from twinlm.evaluate.scoring import align_predictions
 from twinlm.objectives import IGNORE, mask_tokens
 
 
@@ -21,7 +23,8 @@ class IntrinsicTask:
         return "masked_accuracy" if architecture == "encoder" else "perplexity"
 
     @torch.no_grad()
-    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0) -> dict[str, float]:
+    def evaluate(self, model, tokenizer, architecture: str, seed: int = 0,
+                 prediction_offset: int = 0) -> dict[str, float]:
         # A fixed generator: the same model always gets the same masks, so numbers are comparable.
         gen = torch.Generator().manual_seed(seed)
         special = sorted(set(tokenizer.all_special_ids))
@@ -35,6 +38,7 @@ class IntrinsicTask:
             if architecture == "encoder":
                 inputs, labels, _ = mask_tokens(ids, self.mask_ratio, tokenizer.mask_token_id, len(tokenizer), special, gen)
                 logits = model(input_ids=inputs, attention_mask=attn).logits
+                logits, labels = align_predictions(logits, labels, prediction_offset)
             else:
                 logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
                 labels = ids[:, 1:].masked_fill(attn[:, 1:] == 0, IGNORE)

@@ -18,6 +18,9 @@ class ModelRef:
     architecture: str  # "encoder" | "decoder"
     path: str  # local folder or hub id
     run: str | None = None  # the run folder it came from (its metrics.jsonl has the curves)
+    # Masked-LM scoring reads the prediction for the token at position i from the logits at
+    # i + prediction_offset: 0 for a native encoder, -1 for one converted with MNTP.
+    prediction_offset: int = 0
 
 
 def architecture_of(config: dict, where: str) -> str:
@@ -32,6 +35,24 @@ def architecture_of(config: dict, where: str) -> str:
     return "decoder" if causal else "encoder"
 
 
+def prediction_offset(folder: Path) -> int:
+    """The `prediction_offset` a `twinlm convert` folder declares in its conversion.json (-1 for
+    an encoder trained with MNTP: the token at a masked position i is predicted by the logits at
+    i - 1); 0 for any other model."""
+    from twinlm.convert.cross import CONVERSION_FILE
+
+    path = folder / CONVERSION_FILE
+    if not path.is_file():
+        return 0
+    try:
+        offset = json.loads(path.read_text()).get("prediction_offset", 0)
+    except (json.JSONDecodeError, AttributeError):
+        raise UserError(f"{path} is not a twinlm conversion.json (not a JSON object)") from None
+    if offset not in (0, -1) or isinstance(offset, bool):
+        raise UserError(f"{path}: prediction_offset must be 0 or -1, got {offset!r}")
+    return offset
+
+
 def _local_ref(folder: Path, name: str, run: str | None = None) -> ModelRef:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
@@ -42,7 +63,9 @@ def _local_ref(folder: Path, name: str, run: str | None = None) -> ModelRef:
         raise UserError(f"{cfg_path} is not valid JSON ({err.msg})") from None
     if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
         raise UserError(f"{folder} has a config.json but no weights (model.safetensors)")
-    return ModelRef(name, architecture_of(config, str(folder)), str(folder), run)
+    architecture = architecture_of(config, str(folder))
+    offset = prediction_offset(folder) if architecture == "encoder" else 0
+    return ModelRef(name, architecture, str(folder), run, offset)
 
 
 def is_run_folder(path: Path) -> bool:

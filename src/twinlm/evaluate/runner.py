@@ -94,7 +94,7 @@ def evaluate_model(ref: ModelRef, cfg: EvalConfig, log=print, tasks: dict | None
         else:
             if scorer is None:
                 scorer = load_scoring_model(ref)
-            metrics = task.evaluate(scorer[0], scorer[1], ref.architecture)
+            metrics = task.evaluate(scorer[0], scorer[1], ref.architecture, prediction_offset=ref.prediction_offset)
             result = {"primary": primary, "finetuned": False,
                       "metrics": {k: summarise([v]) for k, v in metrics.items()}}
             log(f"  [{ref.name}] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

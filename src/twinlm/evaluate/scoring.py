@@ -1,10 +1,25 @@
 """Log-likelihood scoring of a continuation: decoders by the sum of next-token log-probs,
 encoders by masked pseudo-log-likelihood (Salazar et al. 2020): mask one continuation token at a
-time and read its log-prob with everything else visible."""
+time and read its log-prob with everything else visible.
+
+`prediction_offset`: where a masked-LM model puts the prediction for the token at position i, at
+i + offset. 0 for a native encoder; -1 for an encoder converted with MNTP (`twinlm convert
+decoder-to-encoder --objective mntp`, whose conversion.json says so)."""
 
 from __future__ import annotations
 
 import torch
+
+
+def align_predictions(logits: torch.Tensor, labels: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) cut so that logits[:, j] is the prediction for labels[:, j]: with offset
+    -1 the label at position i meets the logits at i - 1 (position 0 has no predictor and drops
+    out; it is a special token, never masked)."""
+    if offset > 0:
+        raise ValueError(f"prediction_offset must be <= 0, got {offset}")
+    if offset == 0:
+        return logits, labels
+    return logits[:, :offset], labels[:, -offset:]
 
 
 def _device(model) -> torch.device:
@@ -50,7 +65,8 @@ def decoder_loglik(model, tokenizer, context: str, continuations: list[str]) -> 
 
 
 @torch.no_grad()
-def encoder_pll(model, tokenizer, context: str, continuations: list[str], suffix: str = "") -> list[tuple[float, int]]:
+def encoder_pll(model, tokenizer, context: str, continuations: list[str], suffix: str = "",
+                prediction_offset: int = 0) -> list[tuple[float, int]]:
     """For each continuation: (pseudo-log-likelihood of its tokens, number of tokens). The input
     is `[CLS] context continuation suffix [SEP]`; one copy per continuation token, with that token
     replaced by [MASK], all scored in one batch."""
@@ -64,6 +80,6 @@ def encoder_pll(model, tokenizer, context: str, continuations: list[str], suffix
         batch = full.repeat(len(cont_ids), 1)
         batch[torch.arange(len(cont_ids)), positions] = tokenizer.mask_token_id
         logprobs = model(input_ids=batch).logits.float().log_softmax(-1)
-        picked = logprobs[torch.arange(len(cont_ids)), positions, full[positions]]
+        picked = logprobs[torch.arange(len(cont_ids)), positions + prediction_offset, full[positions]]
         out.append((picked.sum().item(), len(cont_ids)))
     return out

@@ -72,7 +72,8 @@ def run_session(inputs: list[str], cfg: EvalConfig, log=print) -> dict:
         raise UserError("nothing to evaluate: no model or results.json found in " + ", ".join(inputs))
     cache: dict = {}
     for ref, tasks in todo:
-        log(f"evaluating {ref.name} ({ref.architecture}) on {', '.join(tasks)}")
+        shifted = f", predictions read at i{ref.prediction_offset:+d}" if ref.prediction_offset else ""
+        log(f"evaluating {ref.name} ({ref.architecture}{shifted}) on {', '.join(tasks)}")
         world = world_for(ref)
         key = (repr(world.config), tuple(tasks))
         if key not in cache:  # twins of one run share the world, so build its task data once
