@@ -108,14 +108,29 @@ def test_decoder_without_mask_token_needs_mask_token(micro_run, tmp_path, capsys
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_llm2vec_beats_the_causal_decoder_on_world_retrieval(micro_run, tmp_path):
-    """Acceptance: no supervised data, nDCG@10 on the world's retrieval task (all 120 people).
-    Measured here: LLM2Vec 0.18 vs causal mean 0.15 and causal last-token 0.04 (about 8 min on 2
-    shared cores, hence slow)."""
+    """No supervised data, nDCG@10 on the world's retrieval task (all 120 people), the shipped CPU
+    recipe (~25 s). Measured: LLM2Vec 0.186 vs causal mean 0.150 and causal last-token 0.039."""
     out = tmp_path / "l2v"
     assert main(["convert", "llm2vec", str(micro_run / "decoder"), "--out", str(out), "--recipe", "llm2vec-cpu",
                  "--set", "eval_people=120"]) == 0
     scores = json.loads((out / "llm2vec.json").read_text())["retrieval_ndcg@10"]
     assert scores["llm2vec"] > scores["causal_mean"] > 0
     assert scores["llm2vec"] > scores["causal_lasttoken"]
+
+
+@pytest.mark.slow
+def test_llm2vec_nano_decoder_beats_it_used_causally(tmp_path):
+    """Acceptance as the issue states it: the nano decoder (recipe `nano`, all three phases, ~2.5
+    min) made an embedding model with no supervised data beats the same decoder used causally, with
+    last-token and with mean pooling, on nDCG@10 of 200 people's world retrieval questions."""
+    from twinlm.recipe import load_recipe
+    from twinlm.train.pretrain import pretrain
+
+    run = tmp_path / "nano"
+    pretrain(load_recipe("nano"), run, twins=["decoder"])
+    out = tmp_path / "l2v"
+    assert main(["convert", "llm2vec", str(run / "decoder"), "--out", str(out), "--recipe", "llm2vec-cpu",
+                 "--set", "eval_people=200"]) == 0
+    scores = json.loads((out / "llm2vec.json").read_text())["retrieval_ndcg@10"]
+    assert scores["llm2vec"] > max(scores["causal_mean"], scores["causal_lasttoken"])
