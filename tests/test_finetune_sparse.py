@@ -30,8 +30,8 @@ print(json.dumps({k.split('_', 1)[1]: v for k, v in scores.items()}))
 
 @pytest.mark.parametrize("variant", ["splade", "inference_free", "csr"])
 def test_sparse_variant_learns_stays_sparse_and_reloads(variant, micro_run, tmp_path):
-    """Acceptance, with the shipped recipe (100 steps, ~15 s each); measured nDCG@10: SPLADE 0.040 ->
-    0.128, inference-free 0.299 -> 0.908, CSR 0.107 -> 0.290."""
+    """Acceptance, with the shipped recipe (200 steps, ~25 s each); measured nDCG@10: SPLADE 0.038 ->
+    0.377, inference-free 0.047 -> 0.888, CSR 0.093 -> 0.221."""
     out = tmp_path / variant
     code = main(["finetune", "sparse", "--base", str(micro_run / "encoder"), "--out", str(out),
                  "--set", f"sparse.variant={variant}", "--set", f"world_heldout={HELDOUT}"])
@@ -43,9 +43,9 @@ def test_sparse_variant_learns_stays_sparse_and_reloads(variant, micro_run, tmp_
     if variant == "csr":  # top-k codes: exactly csr_k of csr_hidden_dim dimensions are active
         assert after["corpus_active_dims"] <= 16 and after["query_active_dims"] <= 16
     elif variant == "splade":
-        assert before["corpus_active_dims"] > vocab * 0.9 and after["corpus_active_dims"] < vocab / 4
+        assert after["corpus_active_dims"] < min(vocab / 4, before["corpus_active_dims"] / 4)
         assert after["query_active_dims"] < vocab / 4
-    else:  # measured 512 -> 20 document dimensions in 100 steps; queries keep only their own tokens
+    else:  # measured 321 -> 22 document dimensions; queries keep only their own tokens
         assert after["corpus_active_dims"] < vocab / 2 and after["query_active_dims"] < vocab / 10
 
     task = world_retrieval_eval(world_for(None, str(micro_run / "encoder"), HELDOUT))

@@ -91,7 +91,7 @@ class SparseSection:
     csr_beta: float = 0.1  # CSRLoss weight of the auxiliary reconstruction
     csr_gamma: float = 1.0  # CSRLoss weight of the contrastive loss
     # The CSR paper trains the autoencoder on frozen features; fine-tuning the backbone with it
-    # learns far faster on a small twin (micro, 100 steps: 0.107 -> 0.290 vs 0.107 -> 0.174 frozen).
+    # learned far faster on the micro twin (100 steps: nDCG@10 0.290 vs 0.174 with it frozen).
     csr_train_backbone: bool = True
     pooling: str = "auto"  # CSR's dense backbone pooling, as dense.pooling
 
