@@ -123,7 +123,10 @@ def test_llm2vec_beats_the_causal_decoder_on_world_retrieval(micro_run, tmp_path
 def test_llm2vec_nano_decoder_beats_it_used_causally(tmp_path):
     """Acceptance as the issue states it: the nano decoder (recipe `nano`, all three phases, ~2.5
     min) made an embedding model with no supervised data beats the same decoder used causally, with
-    last-token and with mean pooling, on nDCG@10 of 200 people's world retrieval questions."""
+    last-token and with mean pooling, on nDCG@10 of 200 people's world retrieval questions.
+    NOT yet met reliably: on the demo's nano decoder LLM2Vec led with all 4 seeds (0.036-0.060 vs
+    0.029), but in this test's own pretraining run (other threads, not bitwise identical) it scored
+    0.031 against 0.038 for last-token pooling. Kept as the target, marked slow."""
     from twinlm.recipe import load_recipe
     from twinlm.train.pretrain import pretrain
 
