@@ -319,23 +319,29 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
-def resolve_recipe_path(name_or_path: str) -> Path:
-    """A recipe file path, or the name of a shipped recipe (`nano`, `ettin-17m`, ...)."""
+def resolve_recipe_path(name_or_path: str, folder: Path = RECIPES_DIR, what: str = "recipe",
+                        pattern: str = "*.yaml") -> Path:
+    """A recipe file path, or the name of a recipe shipped in `folder` (`nano`, `ettin-17m`, ...)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    shipped = folder / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-    raise UserError(f"no recipe file {name_or_path!r}; shipped recipes: {', '.join(names)}")
+    names = sorted(p.stem for p in folder.glob(pattern)) if folder.is_dir() else []
+    raise UserError(f"no {what} file {name_or_path!r}; shipped: {', '.join(names)}")
+
+
+def read_recipe_yaml(path: Path) -> dict:
+    """The mapping in a recipe file ({} when empty); invalid YAML is a one-line error."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve_recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_recipe_yaml(path)
     data.setdefault("name", path.stem)
     return recipe_from_dict(data, overrides)

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from twinlm.errors import UserError
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes" / "convert"
@@ -69,17 +67,11 @@ class LLM2VecConfig:
 
 
 def load_llm2vec_config(name_or_path: str | None, overrides: list[str]) -> LLM2VecConfig:
-    from twinlm.recipe import _build, _merge, parse_overrides
+    from twinlm.recipe import _build, _merge, parse_overrides, read_recipe_yaml, resolve_recipe_path
 
     data: dict[str, Any] = {}
     if name_or_path:
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = RECIPES / f"{name_or_path}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in RECIPES.glob("llm2vec*.yaml"))
-            raise UserError(f"no llm2vec recipe {name_or_path!r}; shipped: {', '.join(names)}")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_recipe_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
     return _build(LLM2VecConfig, _merge(data, parse_overrides(overrides)), "")
 
 

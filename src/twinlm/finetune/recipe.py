@@ -17,7 +17,16 @@ from typing import Any
 import yaml
 
 from twinlm.errors import UserError
-from twinlm.recipe import RECIPES_DIR, WorldSettings, _build, _merge, _plain, parse_overrides
+from twinlm.recipe import (
+    RECIPES_DIR,
+    WorldSettings,
+    _build,
+    _merge,
+    _plain,
+    parse_overrides,
+    read_recipe_yaml,
+    resolve_recipe_path,
+)
 
 KINDS = ("dense", "sparse", "multivector", "rerank", "classify")
 FINETUNE_DIR = RECIPES_DIR / "finetune"
@@ -234,18 +243,9 @@ def load_finetune_recipe(
     recipe). `extra` holds values from command-line flags; `--set` overrides come last."""
     if name_or_path is None:
         path = FINETUNE_DIR / f"{kind}.yaml"
-        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        data = read_recipe_yaml(path) if path.is_file() else {}
     else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = FINETUNE_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in FINETUNE_DIR.glob("*.yaml"))
-            raise UserError(f"no fine-tuning recipe {name_or_path!r}; shipped recipes: {', '.join(names)}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        data = read_recipe_yaml(resolve_recipe_path(name_or_path, FINETUNE_DIR, "fine-tuning recipe"))
     data = data or {}
     if data.get("kind", kind) != kind:
         raise UserError(f"recipe {name_or_path} is for kind {data['kind']!r}, not {kind!r}")
