@@ -245,7 +245,8 @@ def load_finetune_recipe(
         path = FINETUNE_DIR / f"{kind}.yaml"
         data = read_recipe_yaml(path) if path.is_file() else {}
     else:
-        data = read_recipe_yaml(resolve_recipe_path(name_or_path, FINETUNE_DIR, "fine-tuning recipe"))
+        path = resolve_recipe_path(name_or_path, FINETUNE_DIR, "fine-tuning recipe")
+        data = read_recipe_yaml(path)
     data = data or {}
     if data.get("kind", kind) != kind:
         raise UserError(f"recipe {name_or_path} is for kind {data['kind']!r}, not {kind!r}")
