@@ -80,6 +80,8 @@ def test_existing_output_is_not_overwritten(llm2vec_dir, micro_run, capsys):
         (["--attn-implementation", "eager"], "decoder", "eager"),
         (["--set", "pooling=sum"], "decoder", "pooling='sum'; valid"),
         (["--set", "mntp_stepz=3"], "decoder", "mntp_stepz"),
+        (["--set", "simcse_extra=no/such/queries.jsonl"], "decoder", "no/such/queries.jsonl"),
+        (["--set", "simcse_extra_count=-1"], "decoder", "simcse_extra_count"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(micro_run, tmp_path, capsys, extra, model, message):

@@ -86,3 +86,31 @@ def test_supervised_stage_runs_and_changes_the_embeddings(micro_run, supervised_
     # The saved config keeps the decoder's own attention dropout (raised for training only).
     assert json.loads((tuned / "config.json").read_text())["attention_dropout"] == \
         json.loads((micro_run / "decoder" / "config.json").read_text())["attention_dropout"]
+
+
+def test_simcse_reads_the_extra_unlabeled_texts(micro_run, tmp_path, capsys, monkeypatch):
+    import twinlm.convert.simcse as simcse
+
+    seen = {}
+
+    def spy(model, rows, work, **kwargs):
+        seen.update(rows)
+
+    monkeypatch.setattr(simcse, "contrastive_train", spy)
+    queries = tmp_path / "queries.jsonl"
+    asked = ["Who founded Acme?", "Where is Lindenhall University?", "What does Kai Berg do?"]
+    queries.write_text("".join(json.dumps({"text": q}) + "\n" for q in asked))
+    out = tmp_path / "extra"
+    assert main(["convert", "llm2vec", str(micro_run / "decoder"), "--out", str(out), *TINY,
+                 "--set", "mntp_steps=0", "--set", "simcse_unit=sentence", "--set", f"simcse_extra={queries}"]) == 0
+    assert f"+ 3 texts of {queries}" in capsys.readouterr().out
+    assert seen["anchor"] == seen["positive"]
+    assert set(asked) <= set(seen["anchor"])
+    statements = [s for s in seen["anchor"] if s not in asked]
+    assert statements and all(s.endswith(".") and not s.endswith("..") for s in statements)
+
+    seen.clear()
+    again = tmp_path / "world"
+    assert main(["convert", "llm2vec", str(micro_run / "decoder"), "--out", str(again), *TINY,
+                 "--set", "mntp_steps=0", "--set", "simcse_extra=world-questions", "--set", "simcse_extra_count=50"]) == 0
+    assert sum(text.endswith("?") for text in seen["anchor"]) == 50

@@ -16,6 +16,7 @@ from twinlm.data.world import (
     nli_examples,
     retrieval_pairs,
     retrieval_task,
+    unlabeled_questions,
 )
 from twinlm.errors import UserError
 
@@ -182,6 +183,25 @@ def test_retrieval_pairs_pair_a_question_with_that_persons_biography(world, held
         assert person.name in pair["anchor"]
     with pytest.raises(UserError, match="per_person"):
         retrieval_pairs(world, heldout, per_person=0)
+
+
+def test_unlabeled_questions_use_the_question_forms_with_vocabulary_names():
+    questions = unlabeled_questions(300, seed=1)
+    assert len(questions) == len(set(questions)) == 300
+    assert questions == unlabeled_questions(300, seed=1) != unlabeled_questions(300, seed=2)
+    forms = [form for fs in vocab.QUESTIONS.values() for form in fs]
+    first = set(vocab.MALE_NAMES + vocab.FEMALE_NAMES + vocab.NEUTRAL_NAMES)
+    used_forms = set()
+    for question in questions:
+        matches = [f for f in forms if re.fullmatch(re.escape(f).replace(r"\{name\}", r"(\w+) (\w+)"), question)]
+        assert matches, question
+        name = re.fullmatch(re.escape(matches[0]).replace(r"\{name\}", r"(\w+) (\w+)"), question).groups()
+        assert name[0] in first and name[1] in vocab.SURNAMES
+        used_forms.add(matches[0])
+    assert len(used_forms) == len(forms)  # 300 draws reach every form
+    assert unlabeled_questions(0) == []
+    with pytest.raises(UserError, match="at most"):
+        unlabeled_questions(10**9)
 
 
 def _parse_claim(world, hypothesis, name):

@@ -45,6 +45,12 @@ class LLM2VecConfig:
     simcse_max_length: int = 128
     simcse_dropout: float = 0.3
     simcse_unit: str = "document"  # document | sentence
+    # Unlabeled text for SimCSE only (no MNTP): a source `twinlm.data.sources` reads (a file of
+    # queries, say) or "world-questions" (the built-in world's question forms about random names).
+    # In-domain query text matters when the training text has none (the world corpus has no
+    # questions); it carries no answers or passages, so the model still sees no supervision.
+    simcse_extra: str | None = None
+    simcse_extra_count: int = 2000
     supervised: str | None = None  # (anchor, positive[, negative]) file or hub id
     supervised_steps: int = 1000
     supervised_batch: int = 64
@@ -61,7 +67,7 @@ class LLM2VecConfig:
             raise UserError(f"simcse_unit={self.simcse_unit!r}; valid: document, sentence")
         if self.pooling not in ("mean", "lasttoken", "cls", "max", "weightedmean"):
             raise UserError(f"pooling={self.pooling!r}; valid: mean, lasttoken, cls, max, weightedmean")
-        for name in ("mntp_steps", "simcse_steps", "supervised_steps", "lora_r", "eval_people"):
+        for name in ("mntp_steps", "simcse_steps", "supervised_steps", "lora_r", "eval_people", "simcse_extra_count"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -115,7 +121,23 @@ def training_texts(model_dir: Path, cfg: LLM2VecConfig) -> list[str]:
 
 
 def sentences(texts: list[str]) -> list[str]:
-    return [s.strip() + "." for t in texts for s in t.split(". ") if len(s.split()) > 2]
+    return [s.strip().rstrip(".") + "." for t in texts for s in t.split(". ") if len(s.split()) > 2]
+
+
+WORLD_QUESTIONS = "world-questions"
+
+
+def extra_simcse_texts(cfg: LLM2VecConfig) -> list[str]:
+    """The `simcse_extra` texts, read before anything is written so a bad source fails early."""
+    if not cfg.simcse_extra or not cfg.simcse_steps or not cfg.simcse_extra_count:
+        return []
+    if cfg.simcse_extra == WORLD_QUESTIONS:
+        from twinlm.data.world import unlabeled_questions
+
+        return unlabeled_questions(cfg.simcse_extra_count, seed=cfg.seed)
+    from twinlm.data.sources import load_texts
+
+    return load_texts(cfg.simcse_extra, text_column=cfg.text_column, limit=cfg.simcse_extra_count)
 
 
 def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrite: bool = False) -> dict:
@@ -135,6 +157,7 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     _, tokenizer, mask_id, added = check_decoder_folder(model_dir, cfg)
     texts = training_texts(model_dir, cfg)
     supervised = supervised_rows(cfg.supervised) if cfg.supervised and cfg.supervised_steps else None
+    extra = extra_simcse_texts(cfg)
     if not texts:
         raise UserError("no training text for MNTP/SimCSE")
     prepare_output(out, resume=False, overwrite=overwrite)
@@ -161,8 +184,10 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     st = embedding_model(stage_dir, cfg.pooling, cfg.simcse_max_length, dropout=cfg.simcse_dropout)
     if cfg.simcse_steps:
         units = sentences(texts) if cfg.simcse_unit == "sentence" else texts
-        print(f"llm2vec: unsupervised SimCSE, {cfg.simcse_steps} steps on {len(units):,} {cfg.simcse_unit}s, "
+        also = f" + {len(extra):,} texts of {cfg.simcse_extra}" if extra else ""
+        print(f"llm2vec: unsupervised SimCSE, {cfg.simcse_steps} steps on {len(units):,} {cfg.simcse_unit}s{also}, "
               f"dropout {cfg.simcse_dropout}", flush=True)
+        units = units + extra
         contrastive_train(st, simcse_rows(units), work / "simcse", steps=cfg.simcse_steps,
                           batch_size=cfg.simcse_batch, lr=cfg.simcse_lr, seed=cfg.seed)
     if supervised:

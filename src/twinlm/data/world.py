@@ -356,6 +356,28 @@ def retrieval_task(world: World, people: list[Person], seed: int = 0) -> dict:
     return {"corpus": corpus, "queries": queries, "qrels": qrels}
 
 
+def unlabeled_questions(count: int, seed: int = 0) -> list[str]:
+    """`count` distinct questions in the retrieval task's question forms about random name
+    combinations: query-side text with no answer and no passage, for unsupervised training.
+
+    Names are drawn from the vocabulary, not from a world's people, so no question is tied to a
+    person an evaluation asks about (some combinations exist in a world by chance, as any name
+    in a query log might)."""
+    if count < 0:
+        raise UserError(f"unlabeled_questions count must be >= 0, got {count}")
+    rng = random.Random(f"unlabeled-questions-{seed}")
+    first = vocab.MALE_NAMES + vocab.FEMALE_NAMES + vocab.NEUTRAL_NAMES
+    forms = [form for forms in vocab.QUESTIONS.values() for form in forms]
+    limit = len(first) * len(vocab.SURNAMES) * len(forms)
+    if count > limit:
+        raise UserError(f"unlabeled_questions: at most {limit:,} distinct questions exist, asked for {count:,}")
+    out: dict[str, None] = {}
+    while len(out) < count:
+        name = f"{rng.choice(first)} {rng.choice(vocab.SURNAMES)}"
+        out[rng.choice(forms).format(name=name)] = None
+    return list(out)
+
+
 def retrieval_pairs(world: World, people: list[Person], seed: int = 0, per_person: int = 1) -> list[dict]:
     """(question, passage) training pairs for contrastive losses, `per_person` per person, each
     about a different fact and using a different corpus rendering where there is more than one.
