@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from twinlm.cli import main
@@ -151,6 +152,51 @@ def test_interrupted_conversion_resumes_to_the_same_weights(micro_run, tmp_path,
     assert main(["convert", "decoder-to-encoder", str(source), "--out", str(out), "--resume", *budget]) == 0
     assert "nothing to resume" in capsys.readouterr().out
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def _interrupted(source, out):
+    """A decoder-to-encoder conversion of 3 steps killed at step 2, after its checkpoint at step 1."""
+    from twinlm.convert.cross import cross_train
+
+    with pytest.raises(KeyboardInterrupt):
+        cross_train(source, out, "encoder", tokens=3072, overrides=["training.save_every=1"], callbacks=[_Crash(2)])
+    assert (out / "encoder" / "work" / "cross-mlm" / "checkpoint-1").exists()
+    assert (out / "source.json").exists() and not (out / "conversion.json").exists()
+
+
+RESUME = ["--resume", "--tokens", "3072", "--set", "training.save_every=1"]
+
+
+def test_resume_with_another_source_model_is_refused(micro_run, tmp_path, capsys):
+    out, other = tmp_path / "out", tmp_path / "other-decoder"
+    _interrupted(micro_run / "decoder", out)
+    shutil.copytree(micro_run / "decoder", other)  # same config and recipe, one weight changed
+    weights = load_file(other / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] += 1.0
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert main(["convert", "decoder-to-encoder", str(other), "--out", str(out), *RESUME]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "source model differs" in err and len(err.splitlines()) == 1
+    assert str((micro_run / "decoder").resolve()) in err and str(other.resolve()) in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_resume_from_a_copied_source_folder_works(micro_run, tmp_path, capsys):
+    out, copy = tmp_path / "out", tmp_path / "copied-decoder"
+    _interrupted(micro_run / "decoder", out)
+    shutil.copytree(micro_run / "decoder", copy)  # other path, identical weights
+    assert main(["convert", "decoder-to-encoder", str(copy), "--out", str(out), *RESUME]) == 0
+    assert json.loads((out / "conversion.json").read_text())["result"]["steps"] == 3
+    # A folder from before the source was recorded: accepted with a warning.
+    (out / "source.json").unlink()
+    capsys.readouterr()
+    assert main(["convert", "decoder-to-encoder", str(copy), "--out", str(out), *RESUME]) == 0
+    printed = capsys.readouterr().out
+    assert "warning:" in printed and "no source.json" in printed and "nothing to resume" in printed
 
 
 def test_convert_help_mentions_resume(capsys):

@@ -6,14 +6,15 @@ attention + CLM. One phase, warmup then linear decay to 0.02x, peak LR = the rec
 starting LR, a fresh optimizer, scaled by a token budget. The phase runs on the pretraining phase
 runner (`twinlm.train.pretrain._run_phase`), so logging, checkpoints and held-out loss are the
 same as for the native twins, and `resume=True` (`--resume`) continues an interrupted conversion
-from its last checkpoint. The result is a plain HF folder of the target class with the
-recipe (`twinlm.yaml`) and `conversion.json` saying what it is, so `twinlm compare` can put it
-beside the native twins.
+from its last checkpoint, given the same source weights (`source.json` records them). The result
+is a plain HF folder of the target class with the recipe (`twinlm.yaml`) and `conversion.json`
+saying what it is, so `twinlm compare` can put it beside the native twins.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from twinlm.errors import UserError
 from twinlm.recipe import Phase, Recipe
 
 CONVERSION_FILE = "conversion.json"
+SOURCE_FILE = "source.json"
 OBJECTIVES = {"encoder": ("mlm", "mntp"), "decoder": ("clm",)}
 
 
@@ -77,6 +79,34 @@ def load_source(model_dir: Path, source_twin: str, attn_implementation: str):
     return cls.from_pretrained(model_dir, attn_implementation=attn_implementation)
 
 
+def source_identity(model_dir: Path) -> dict:
+    """Where the source is and a sha256 per weight file (one file, or the shards of a sharded save)."""
+    digests = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        digests[path.name] = digest.hexdigest()
+    return {"path": str(model_dir.resolve()), "sha256": digests}
+
+
+def check_resume_source(identity: dict, out: Path) -> None:
+    # The hashes decide, not the path: a moved or copied source folder is the same model, and a
+    # retrained one at the same path is not (its checkpoints would mix two different starts).
+    record = out / SOURCE_FILE
+    if not record.exists():  # started by a version that did not record the source
+        print(f"warning: {out} has no {SOURCE_FILE}; cannot check that --resume got the same source model",
+              flush=True)
+        return
+    saved = json.loads(record.read_text())
+    if saved["sha256"] != identity["sha256"]:
+        raise UserError(
+            f"--resume: the source model differs from the one {out} was started with (recorded {saved['path']}, "
+            f"given {identity['path']}); resume with the same source model"
+        )
+
+
 def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int | None = None,
                 objective: str | None = None, mask_ratio: float = 0.15, recipe: str | None = None,
                 overrides: Sequence[str] = (), overwrite: bool = False, resume: bool = False,
@@ -111,7 +141,9 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     rec.check()
     source = load_source(model_dir, source_twin, rec.training.attn_implementation)
     prepare_output(out, resume=resume, overwrite=overwrite)
+    identity = source_identity(model_dir)
     if resume:
+        check_resume_source(identity, out)
         check_resume_recipe(rec, out)
         if (out / CONVERSION_FILE).exists():
             print(f"{out} is a finished conversion; nothing to resume", flush=True)
@@ -125,7 +157,8 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     set_global_rope_theta(model, phase.rope_theta)
     tokenizer = load_tokenizer(str(model_dir))
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # written first: what --resume checks and needs (prepare_output looks for it)
+    if not resume:  # written first: what --resume checks and needs (prepare_output looks for the recipe)
+        (out / SOURCE_FILE).write_text(json.dumps(identity, indent=1))
         rec.dump(out / RECIPE_FILE)
     cache = out / "data"
     train_store, heldout_store = prepare_stores(rec, tokenizer, cache, phase.source or rec.data.source)
