@@ -40,10 +40,54 @@ def config_from_args(args):
         lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
-    return EvalConfig(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
-                      steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                      max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
-                      choice_data=args.choice_data, beir=args.beir)
+    cfg = EvalConfig(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
+                     steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                     max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
+                     choice_data=args.choice_data, beir=args.beir)
+    inputs = args.inputs if hasattr(args, "inputs") else [args.model]
+    return fit_embedding_models(inputs, cfg, lm_eval=bool(getattr(args, "lm_eval", None)))
+
+
+def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):
+    """The config without the tasks that a sentence-transformers folder without an LM head (the
+    output of `twinlm convert llm2vec`, say) cannot be scored on, with a one-line note. A
+    UserError instead, before any work, when no requested task would be left, when other models
+    are evaluated alongside (a comparison scores every model on the same tasks), or with
+    --lm-eval (log-likelihoods need an LM head)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from twinlm.errors import UserError
+    from twinlm.evaluate.config import TASK_NAMES
+    from twinlm.evaluate.models import embedding_only, model_folder, unscorable_tasks
+
+    flagged, others = [], 0
+    for spec in inputs:
+        folder = model_folder(spec)
+        if folder is not None and embedding_only(folder):
+            flagged.append(folder)
+        elif folder is not None or not ((Path(spec).is_file() and Path(spec).suffix == ".json")
+                                        or (Path(spec) / "results.json").is_file()):
+            others += 1  # a model to evaluate (earlier results.json files are reused as they are)
+    if not flagged:
+        return cfg
+    why = {t: r for f in flagged for t, r in unscorable_tasks(f, cfg.tasks).items()}
+    folder = next((f for f in flagged if unscorable_tasks(f, list(why))), flagged[0])
+    keep = [t for t in cfg.tasks if t not in why]
+    possible = [t for t in TASK_NAMES if not any(unscorable_tasks(f, [t]) for f in flagged)]
+    what = f"{folder} is {embedding_only(folder)} without an LM head"
+    fix = (f"evaluate it with --tasks {','.join(keep if keep and not others else possible)}, fine-tune it "
+           f"with `twinlm finetune KIND --base {folder}`, or use sentence-transformers' own evaluation")
+    if lm_eval:
+        raise UserError(f"{what}, so --lm-eval (log-likelihood scoring) cannot run on it; {fix}")
+    if not why:
+        return cfg
+    groups = [f"{', '.join(t for t in why if why[t] == r)} ({r})" for r in dict.fromkeys(why.values())]
+    if not keep or others:
+        left = "every model in a comparison gets the same tasks" if keep else "no requested task is left"
+        raise UserError(f"{what}, so it cannot be scored on {' or '.join(groups)}, and {left}; {fix}")
+    log(f"note: {what}: skipping {' and '.join(groups)}")
+    return replace(cfg, tasks=keep)
 
 
 def quiet_libraries() -> None:

@@ -53,6 +53,55 @@ def prediction_offset(folder: Path) -> int:
     return offset
 
 
+# Tasks scored from an LM head's predictions (masked or next-token log-likelihoods).
+LM_HEAD_TASKS = ("intrinsic", "choice", "bias")
+_LM_HEADS = ("ForMaskedLM", "ForCausalLM", "ForPreTraining", "ForConditionalGeneration")
+
+
+def embedding_only(folder: Path) -> str | None:
+    """What a sentence-transformers folder without an LM head is, in words ("a sentence-transformers
+    embedding model (LLM2Vec)"); None for any other folder. Such a folder holds the bare body
+    (e.g. ModernBertModel): its embeddings can be fine-tuned and scored, its token predictions
+    cannot (a masked-LM or causal-LM class would load with a randomly initialised head)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # resolve() reports what is wrong with it
+    try:
+        kind = json.loads((folder / "llm2vec.json").read_text()).get("kind")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        kind = None
+    archs = config.get("architectures") or []
+    headless = not any(a.endswith(_LM_HEADS) or "LMHead" in a for a in archs)
+    if kind == "llm2vec":
+        return "a sentence-transformers embedding model (LLM2Vec)"
+    if (folder / "modules.json").is_file() and headless:
+        return "a sentence-transformers model"
+    return None
+
+
+def unscorable_tasks(folder: Path, tasks: list[str]) -> dict[str, str]:
+    """{task: why} for the tasks in `tasks` that an `embedding_only` folder cannot be scored on
+    ({} for any other folder): the LM-head tasks, and classification when the body is a decoder
+    made bidirectional (its classification class takes no encoder pooling)."""
+    if not embedding_only(folder):
+        return {}
+    config = json.loads((Path(folder) / "config.json").read_text())
+    why = {t: "scored from an LM head's predictions" for t in tasks if t in LM_HEAD_TASKS}
+    if "classification" in tasks and config.get("is_causal") is False:
+        why["classification"] = f"twinlm's encoder classification head does not fit its {config.get('model_type')} body"
+    return why
+
+
+def model_folder(spec: str) -> Path | None:
+    """The local model folder a `twinlm eval`/`compare` input names (NAME= prefix allowed), if any."""
+    if "=" in spec and not Path(spec).exists():
+        spec = spec.split("=", 1)[1]
+    path = Path(spec)
+    return path if (path / "config.json").is_file() else None
+
+
 def _local_ref(folder: Path, name: str, run: str | None = None) -> ModelRef:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
@@ -110,10 +159,17 @@ def load_scoring_model(ref: ModelRef):
 
 
 def world_for(ref: ModelRef):
-    """The built-in world a twinlm model was trained on (its twinlm.yaml), else the default one
-    (the nano recipe's), for models trained elsewhere."""
+    """The built-in world a twinlm model was trained on (its twinlm.yaml, or for an LLM2Vec folder
+    that of its source decoder, named in llm2vec.json), else the default one (the nano recipe's),
+    for models trained elsewhere."""
     from twinlm.data.corpus import world_of
     from twinlm.recipe import load_recipe
 
     local = Path(ref.path) / "twinlm.yaml"
+    if not local.is_file():  # an LLM2Vec folder: the world of the decoder it was made from
+        try:
+            source = json.loads((Path(ref.path) / "llm2vec.json").read_text()).get("source")
+            local = Path(source) / "twinlm.yaml" if isinstance(source, str) else local
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass
     return world_of(load_recipe(str(local) if local.is_file() else "nano"))
