@@ -17,7 +17,11 @@ last one."""
 
 LLM2VEC_HELP = """Writes DIR as a sentence-transformers folder (bidirectional through config.is_causal=false,
 loads with SentenceTransformer(DIR) without twinlm) plus llm2vec.json. Supported decoders:
-ModernBertDecoder, Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma3 (text); sdpa attention only."""
+ModernBertDecoder, Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma3 (text); sdpa attention only.
+Stages: MNTP, then unsupervised SimCSE on the training text's sentences (plus unlabeled query text
+from --set simcse_extra=FILE|world-questions), then an optional supervised stage
+(--set supervised=pairs.jsonl). --set eval_people=N scores world retrieval nDCG@10 against the
+same decoder used causally."""
 
 
 def register(sub) -> None:

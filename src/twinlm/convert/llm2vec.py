@@ -198,7 +198,7 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     # Dropout was raised for SimCSE only; the saved config keeps the decoder's own value.
     st[0].auto_model.config.attention_dropout = _original_dropout(model_dir)
     st.eval()
-    meta = {"kind": "llm2vec", "source": str(model_dir), "bidirectional": True,
+    meta = {"kind": "llm2vec", "source": str(model_dir.resolve()), "bidirectional": True,
             "mask_token": tokenizer.convert_ids_to_tokens(mask_id) if mask_id is not None else None,
             "config": asdict(cfg)}
     if cfg.eval_people:
