@@ -76,3 +76,5 @@ def test_encoder_and_unsupported_architectures_are_refused_with_the_supported_li
         check_decoder_config(T.ModernBertConfig(pad_token_id=0, vocab_size=64))
     with pytest.raises(UserError, match=r"GPT2.*supported decoders: ModernBertDecoder, Llama, Mistral"):
         check_decoder_config(T.GPT2Config(architectures=["GPT2LMHeadModel"]))
+    with pytest.raises(UserError, match=r"Gemma2ForCausalLM.*softcapping.*supported decoders"):
+        check_decoder_config(T.Gemma2Config(architectures=["Gemma2ForCausalLM"]))

@@ -24,6 +24,8 @@ SUPPORTED = {
     "gemma": "Gemma",
     "gemma3_text": "Gemma3 (text)",
 }
+# Families that are decoders but cannot take the sdpa route, with the reason users are told.
+NO_SDPA = {"gemma2": "Gemma2's attention-logit softcapping has no sdpa path in transformers, and eager breaks"}
 ENCODER_TYPES = ("modernbert", "bert", "roberta", "deberta-v2", "xlm-roberta", "distilbert", "electra")
 ATTENTION_OK = ("sdpa",)
 
@@ -42,9 +44,10 @@ def check_decoder_config(config, what: str = "model") -> None:
             f"Use an encoder directly (twinlm finetune) or give a decoder: {supported_names()}"
         )
     if model_type not in SUPPORTED:
+        why = f" ({NO_SDPA[model_type]})" if model_type in NO_SDPA else ""
         raise UserError(
             f"{what} has architecture {arch} (model_type {model_type!r}), which twinlm cannot make "
-            f"bidirectional; supported decoders: {supported_names()}"
+            f"bidirectional{why}; supported decoders: {supported_names()}"
         )
 
 
