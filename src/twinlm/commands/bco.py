@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twinlm.commands.common import add_output_args
+from twinlm.commands.common import add_output_args, add_schedule_args
 
 HELP = """Binary classifier optimization (BCO; twinlm's own trainer on the HF Trainer). ROWS (jsonl, json,
 parquet, save_to_disk folder or hub id) have 'prompt', 'completion' and a boolean 'label' (true =
@@ -21,10 +21,7 @@ def register(sub) -> None:
     add_output_args(p, "aligned model")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (delta and UDM restored)")
     p.add_argument("--beta", type=float, default=0.1, help="reward scale (default 0.1)")
-    p.add_argument("--lr", type=float, default=5e-7, help="learning rate (default 5e-7)")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per device step (default 8)")
+    add_schedule_args(p, lr=5e-7)
     p.add_argument("--max-length", type=int, default=512, help="max prompt + completion tokens (default 512)")
     p.add_argument("--ref-model", default=None,
                    help="reference model (default: a frozen copy of MODEL; with --lora, MODEL with adapters off)")
@@ -37,7 +34,6 @@ def register(sub) -> None:
     p.add_argument("--max-density-ratio", type=float, default=10.0, help="UDM weight upper clip (default 10)")
     p.add_argument("--router-aux-loss-coef", type=float, default=0.001, help="MoE router loss weight (default 0.001)")
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps (default 200)")
-    p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twinlm.commands.common import add_output_args
+from twinlm.commands.common import add_output_args, add_schedule_args
 
 HELP = """Fine-tune a decoder (e.g. <run>/decoder) on TRL's SFTTrainer. ROWS is a jsonl/json/csv/parquet
 file, a datasets save_to_disk folder or a hub id, in one of TRL's formats: 'text'; 'prompt' +
@@ -26,11 +26,7 @@ def register(sub) -> None:
     p.add_argument("--full-sequence-loss", action="store_true", help="prompt-completion data: loss on the prompt too")
     p.add_argument("--packing", action="store_true", help="pack rows into --max-length blocks")
     p.add_argument("--max-length", type=int, default=1024, help="max tokens per row or packed block (default 1024)")
-    p.add_argument("--lr", type=float, default=2e-5, help="learning rate (default 2e-5)")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per device step (default 8)")
-    p.add_argument("--seed", type=int, default=42)
+    add_schedule_args(p, lr=2e-5)
     p.set_defaults(func=run)
 
 
