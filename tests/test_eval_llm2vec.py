@@ -45,7 +45,7 @@ def test_eval_scores_retrieval_and_skips_the_lm_head_tasks(llm2vec_dir, micro_ru
 @pytest.mark.parametrize("command, extra, reason", [
     ("eval", ["--tasks", "intrinsic,choice"], "no requested task is left"),
     ("eval", ["--tasks", "retrieval", "--lm-eval", "sciq"], "--lm-eval"),
-    ("compare", [], "every model in a comparison gets the same tasks"),
+    ("compare", ["--tasks", "intrinsic"], "no requested task is left"),
 ])
 def test_refused_in_one_line_before_anything_is_written(llm2vec_dir, micro_run, tmp_path, capsys, command, extra, reason):
     out = tmp_path / "out"
@@ -56,6 +56,20 @@ def test_refused_in_one_line_before_anything_is_written(llm2vec_dir, micro_run, 
     assert str(llm2vec_dir) in err and "sentence-transformers embedding model (LLM2Vec) without an LM head" in err
     assert reason in err and "--tasks retrieval" in err and "twinlm finetune" in err
     assert not list(tmp_path.iterdir())  # neither out nor out.partial
+
+
+def test_compare_scores_the_twins_on_every_task_and_the_llm2vec_model_on_retrieval(llm2vec_dir, micro_run, tmp_path,
+                                                                                  capsys):
+    out = tmp_path / "cmp"
+    tasks = ["--tasks", "intrinsic,retrieval"]
+    assert main(["compare", str(micro_run), f"l2v={llm2vec_dir}", "--out", str(out), *tasks, *BUDGET]) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "skipping intrinsic" in note[0] and "other models get every task" in note[0]
+    results = json.loads((out / "results.json").read_text())
+    models = results["models"]
+    twins = {f"{micro_run.name}/{twin}": ["intrinsic", "retrieval"] for twin in ("encoder", "decoder")}
+    assert {name: sorted(m["tasks"]) for name, m in models.items()} == {**twins, "l2v": ["retrieval"]}
+    assert "l2v" in results["table"] and (out / "report.html").is_file()
 
 
 def test_twins_converted_encoders_and_sentence_transformers_folders(micro_run, tmp_path):

@@ -50,10 +50,10 @@ def config_from_args(args):
 
 def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):
     """The config without the tasks that a sentence-transformers folder without an LM head (the
-    output of `twinlm convert llm2vec`, say) cannot be scored on, with a one-line note. A
-    UserError instead, before any work, when no requested task would be left, when other models
-    are evaluated alongside (a comparison scores every model on the same tasks), or with
-    --lm-eval (log-likelihoods need an LM head)."""
+    output of `twinlm convert llm2vec`, say) cannot be scored on, with a one-line note; beside
+    other models the config is kept and only that folder skips them (`session.gather`). A
+    UserError instead, before any work, when no requested task would be left, or with --lm-eval
+    (log-likelihoods need an LM head)."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -83,9 +83,11 @@ def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=prin
     if not why:
         return cfg
     groups = [f"{', '.join(t for t in why if why[t] == r)} ({r})" for r in dict.fromkeys(why.values())]
-    if not keep or others:
-        left = "every model in a comparison gets the same tasks" if keep else "no requested task is left"
-        raise UserError(f"{what}, so it cannot be scored on {' or '.join(groups)}, and {left}; {fix}")
+    if not keep:
+        raise UserError(f"{what}, so it cannot be scored on {' or '.join(groups)}, and no requested task is left; {fix}")
+    if others:  # the other models keep every task; session.gather drops these for the folder alone
+        log(f"note: {what}: skipping {' and '.join(groups)} for it; the other models get every task")
+        return cfg
     log(f"note: {what}: skipping {' and '.join(groups)}")
     return replace(cfg, tasks=keep)
 

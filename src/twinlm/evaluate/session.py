@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twinlm.errors import UserError
 from twinlm.evaluate.config import EvalConfig
-from twinlm.evaluate.models import ModelRef, resolve
+from twinlm.evaluate.models import ModelRef, resolve, unscorable_tasks
 
 
 def prepare_out(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
@@ -41,6 +41,13 @@ def load_results(path: Path) -> dict:
     return data
 
 
+def scorable_tasks(ref: ModelRef, tasks: list[str]) -> list[str]:
+    """`tasks` less those the model cannot be scored on (an embedding model has no LM head)."""
+    path = Path(ref.path)
+    skip = unscorable_tasks(path, list(tasks)) if (path / "config.json").is_file() else {}
+    return [t for t in tasks if t not in skip]
+
+
 def gather(inputs: list[str], cfg: EvalConfig) -> tuple[dict, list[tuple[ModelRef, list[str]]], list[str]]:
     """(earlier results by model name, models still to evaluate with their missing tasks, missing
     twins). Everything is resolved (and every error raised) before any evaluation starts."""
@@ -57,7 +64,7 @@ def gather(inputs: list[str], cfg: EvalConfig) -> tuple[dict, list[tuple[ModelRe
             continue
         refs, lacking = resolve(spec)
         missing += lacking
-        todo += [(ref, list(cfg.tasks)) for ref in refs]
+        todo += [(ref, scorable_tasks(ref, cfg.tasks)) for ref in refs]
     # Reuse: a model evaluated earlier only needs the tasks it has not got yet.
     todo = [(ref, [t for t in tasks if t not in done.get(ref.name, {}).get("tasks", {})]) for ref, tasks in todo]
     return done, [(r, t) for r, t in todo if t], missing
