@@ -20,29 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-
-def ndcg_at_10(queries: torch.Tensor, docs: torch.Tensor) -> float:
-    """nDCG@10 with one relevant document per query, the i-th document for the i-th query."""
-    scores = queries @ docs.T
-    rank = (scores > scores.diag().unsqueeze(1)).sum(1).float()
-    gains = torch.where(rank < 10, 1 / torch.log2(rank + 2), torch.zeros(()))
-    return float(gains.mean())
-
 
 def score(model, world, people: int, draws: int) -> list[float]:
-    from twinlm.data.world import retrieval_task
+    """nDCG@10 for each of `draws` question draws (the task's seed), as `convert llm2vec` scores it."""
+    from twinlm.convert.embed_eval import world_retrieval_ndcg
 
-    out = []
-    for seed in range(draws):
-        task = retrieval_task(world, world.people[:people], seed=seed)
-        qids = list(task["queries"])
-        q = model.encode([task["queries"][k] for k in qids], convert_to_tensor=True, normalize_embeddings=True)
-        relevant = [next(iter(task["qrels"][k])) for k in qids]
-        d = model.encode([task["corpus"][doc] for doc in relevant], convert_to_tensor=True, normalize_embeddings=True)
-        out.append(ndcg_at_10(q.cpu(), d.cpu()))
-    return out
+    return [world_retrieval_ndcg(model, world, people, seed=seed) for seed in range(draws)]
 
 
 def main(argv: list[str] | None = None) -> int:

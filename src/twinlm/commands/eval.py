@@ -55,19 +55,18 @@ def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=prin
     UserError instead, before any work, when no requested task would be left, or with --lm-eval
     (log-likelihoods need an LM head)."""
     from dataclasses import replace
-    from pathlib import Path
 
     from twinlm.errors import UserError
     from twinlm.evaluate.config import TASK_NAMES
     from twinlm.evaluate.models import embedding_only, model_folder, unscorable_tasks
+    from twinlm.evaluate.session import earlier_results
 
     flagged, others = [], 0
     for spec in inputs:
         folder = model_folder(spec)
         if folder is not None and embedding_only(folder):
             flagged.append(folder)
-        elif folder is not None or not ((Path(spec).is_file() and Path(spec).suffix == ".json")
-                                        or (Path(spec) / "results.json").is_file()):
+        elif folder is not None or earlier_results(spec) is None:
             others += 1  # a model to evaluate (earlier results.json files are reused as they are)
     if not flagged:
         return cfg

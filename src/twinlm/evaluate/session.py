@@ -48,6 +48,13 @@ def scorable_tasks(ref: ModelRef, tasks: list[str]) -> list[str]:
     return [t for t in tasks if t not in skip]
 
 
+def earlier_results(spec: str) -> Path | None:
+    """The results.json an input names (the file, or one inside a folder that is not a model), if any."""
+    path = Path(spec)
+    results_file = path if path.is_file() and path.suffix == ".json" else path / "results.json"
+    return results_file if results_file.is_file() and not (path / "config.json").exists() else None
+
+
 def gather(inputs: list[str], cfg: EvalConfig) -> tuple[dict, list[tuple[ModelRef, list[str]]], list[str]]:
     """(earlier results by model name, models still to evaluate with their missing tasks, missing
     twins). Everything is resolved (and every error raised) before any evaluation starts."""
@@ -55,9 +62,8 @@ def gather(inputs: list[str], cfg: EvalConfig) -> tuple[dict, list[tuple[ModelRe
     todo: list[tuple[ModelRef, list[str]]] = []
     missing: list[str] = []
     for spec in inputs:
-        path = Path(spec)
-        results_file = path if path.is_file() and path.suffix == ".json" else path / "results.json"
-        if results_file.is_file() and not (path / "config.json").exists():
+        results_file = earlier_results(spec)
+        if results_file is not None:
             earlier = load_results(results_file)
             done.update(earlier["models"])
             missing += earlier.get("missing", [])

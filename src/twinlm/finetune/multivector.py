@@ -177,7 +177,6 @@ def _distillation_table(recipe: FinetuneRecipe, world: Callable):
 def _make_loss(name: str, args: dict, model, recipe: FinetuneRecipe):
     from sentence_transformers.multi_vector_encoder import losses
 
-    args = dict(args)
     return make_loss(losses, name, model, args, recipe)
 
 
