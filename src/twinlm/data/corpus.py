@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from twinlm.data.packing import TokenStore, build_store, tokenizer_fingerprint
+from twinlm.data.packing import build_store, tokenizer_fingerprint
+from twinlm.data.store import TokenStore, is_store
 from twinlm.data.tokenizer import for_twin, load_tokenizer, train_tokenizer
 from twinlm.errors import UserError
 from twinlm.recipe import Recipe
@@ -84,7 +85,7 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
     key = f"{source_key(recipe, source)}-{tokenizer_fingerprint(tokenizer)}"
     folder = cache_dir / key
     train_path, heldout_path = folder / "train", folder / "heldout"
-    if (train_path / "meta.json").exists() and (heldout_path / "meta.json").exists():
+    if is_store(train_path) and is_store(heldout_path):
         return TokenStore.open(train_path), TokenStore.open(heldout_path)
     train, heldout = split_texts(recipe, source)
     heldout_store = build_store(heldout, tokenizer, heldout_path, key, progress=False)

@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from twinlm.data.store import ShardWriter, TokenStore, id_dtype, is_store, write_index
 from twinlm.data.tokenizer import document_ids
 
 TOKENIZE_BATCH = 1000
@@ -35,30 +35,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
-@dataclass
-class TokenStore:
-    """A folder holding `tokens.bin` (flat ids) and `meta.json`."""
-
-    path: Path
-    tokens: np.ndarray
-    num_documents: int
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.tokens.shape[0])
-
-    @classmethod
-    def open(cls, path: str | Path) -> TokenStore:
-        path = Path(path)
-        meta = json.loads((path / "meta.json").read_text())
-        tokens = np.memmap(path / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
-        return cls(path=path, tokens=tokens, num_documents=meta["num_documents"])
-
-    def efficiency(self, seq_len: int) -> float:
-        """Share of the corpus' tokens that land in full blocks of `seq_len` (the rest is the tail)."""
-        return (self.num_tokens // seq_len) * seq_len / max(1, self.num_tokens)
-
-
 def build_store(
     texts: Iterable[str], tokenizer, path: str | Path, fingerprint: str, progress: bool = True
 ) -> TokenStore:
@@ -68,30 +44,24 @@ def build_store(
     store that looks complete.
     """
     path = Path(path)
-    if (path / "meta.json").exists():
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("fingerprint") == fingerprint:
+    if is_store(path):
+        if TokenStore.open(path).index.get("fingerprint") == fingerprint:
             return TokenStore.open(path)
         shutil.rmtree(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
-    num_tokens = num_docs = 0
+    dtype = id_dtype(len(tokenizer))
+    writer = ShardWriter(tmp, 0, dtype)
     bar = _progress(progress, "tokenizing")
-    with open(tmp / "tokens.bin", "wb") as fh:
-        for batch in _batches(texts, TOKENIZE_BATCH):
-            docs = document_ids(tokenizer, batch)
-            flat = np.fromiter((t for d in docs for t in d), dtype=dtype)
-            fh.write(flat.tobytes())
-            num_tokens += flat.shape[0]
-            num_docs += len(docs)
-            if bar is not None:
-                bar.update(len(docs))
+    for batch in _batches(texts, TOKENIZE_BATCH):
+        for doc in document_ids(tokenizer, batch):
+            writer.add(np.asarray(doc, dtype=np.int64))
+        if bar is not None:
+            bar.update(len(batch))
     if bar is not None:
         bar.close()
-    meta = {"fingerprint": fingerprint, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens, "num_documents": num_docs}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    write_index(tmp, dtype, [writer.close()], fingerprint=fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, path)
     return TokenStore.open(path)

@@ -1,0 +1,228 @@
+"""The sharded token store: how twinlm keeps a tokenized corpus on disk.
+
+A store is a folder:
+
+* `index.json`, written last (a store without it is incomplete and never read):
+  `{"format": "twinlm-tokens", "version": 2, "dtype": "uint16"|"uint32", "num_tokens": N,
+  "num_documents": D, "max_token_id": M, "fingerprint": "...", "shards": [{"tokens":
+  "shard-000000.bin", "docs": "shard-000000.docs", "num_tokens": n, "num_documents": d,
+  "max_token_id": m}, ...]}` plus any extra keys the writer records (source, tokenizer, ...).
+* `shard-NNNNNN.bin`: the token ids of whole documents, back to back, little-endian `dtype`. A
+  document is kept exactly as its framing left it (`[CLS] ... [SEP]` for text twinlm tokenized;
+  pre-tokenized samples as published), so boundaries stay visible inside packed blocks.
+* `shard-NNNNNN.docs`: int64 little-endian, d+1 start offsets of the shard's documents (the first
+  0, the last n).
+
+Everything a reader keeps in memory is O(shards): the shard table and its cumulative token
+counts. Shards are memory-mapped on first use, so a multi-terabyte store opens in milliseconds
+and costs no RAM until it is read (the same holds for sparse files in the scale simulation).
+A pre-v2 store (one `tokens.bin` + `meta.json`) opens as a one-shard store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "twinlm-tokens"
+VERSION = 2
+INDEX = "index.json"
+
+
+def shard_names(i: int) -> tuple[str, str]:
+    return f"shard-{i:06d}.bin", f"shard-{i:06d}.docs"
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id of a vocabulary of `vocab_size`."""
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def is_store(path: str | Path) -> bool:
+    path = Path(path)
+    if (path / "meta.json").is_file() and (path / "tokens.bin").is_file():
+        return True
+    if not (path / INDEX).is_file():
+        return False
+    try:
+        return json.loads((path / INDEX).read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+class ShardWriter:
+    """Appends documents to one shard's two files; `close()` returns the shard's index entry.
+
+    The files are written under their final names inside the store folder being built; only the
+    index, written by `write_index` after every shard is closed, makes them part of a store."""
+
+    def __init__(self, folder: str | Path, number: int, dtype: np.dtype):
+        self.folder, self.dtype = Path(folder), np.dtype(dtype)
+        self.tokens_name, self.docs_name = shard_names(number)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.folder / self.tokens_name, "wb")
+        self._offsets = [0]
+        self._max = -1
+
+    @property
+    def num_tokens(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def num_documents(self) -> int:
+        return len(self._offsets) - 1
+
+    def add(self, ids) -> None:
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            return
+        top = int(arr.max())
+        if top > np.iinfo(self.dtype).max or int(arr.min()) < 0:
+            raise ValueError(f"token id {top if top > 0 else int(arr.min())} does not fit {self.dtype.name}")
+        self._fh.write(arr.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
+        self._offsets.append(self._offsets[-1] + int(arr.size))
+        self._max = max(self._max, top)
+
+    def close(self) -> dict:
+        self._fh.close()
+        np.asarray(self._offsets, dtype="<i8").tofile(self.folder / self.docs_name)
+        return {"tokens": self.tokens_name, "docs": self.docs_name, "num_tokens": self.num_tokens,
+                "num_documents": self.num_documents, "max_token_id": self._max}
+
+
+def write_index(folder: str | Path, dtype: np.dtype, shards: list[dict], **extra) -> Path:
+    """Write `index.json` atomically; from then on the folder is a complete store."""
+    folder = Path(folder)
+    index = {
+        "format": FORMAT, "version": VERSION, "dtype": np.dtype(dtype).name,
+        "num_tokens": sum(s["num_tokens"] for s in shards),
+        "num_documents": sum(s["num_documents"] for s in shards),
+        "max_token_id": max((s["max_token_id"] for s in shards), default=-1),
+        **extra, "shards": shards,
+    }
+    tmp = folder / (INDEX + ".tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, folder / INDEX)
+    return folder / INDEX
+
+
+class TokenView:
+    """`store.tokens[a:b]`: a slice of the store's flat token space, read across shards."""
+
+    def __init__(self, store: TokenStore):
+        self._store = store
+
+    def __len__(self) -> int:
+        return self._store.num_tokens
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self._store.num_tokens,)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._store.dtype
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._store.num_tokens)
+            if step != 1:
+                raise ValueError("token slices must be contiguous")
+            return self._store.read(start, stop)
+        i = int(key)
+        if i < 0:
+            i += self._store.num_tokens
+        return self._store.read(i, i + 1)[0]
+
+    def __array__(self, dtype=None, copy=None):
+        # Whole-store materialisation: only for small stores (tests, the demo world).
+        arr = self._store.read(0, self._store.num_tokens)
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+@dataclass
+class TokenStore:
+    """A complete store, opened read-only. Memory: the shard table only."""
+
+    path: Path
+    dtype: np.dtype
+    shards: list[dict]
+    index: dict = field(default_factory=dict)
+    _starts: list[int] = field(default_factory=list, repr=False)  # cumulative token offsets
+    _maps: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> TokenStore:
+        path = Path(path)
+        if (path / INDEX).is_file():
+            index = json.loads((path / INDEX).read_text())
+            if index.get("format") != FORMAT:
+                raise ValueError(f"{path / INDEX} is not a twinlm token store index")
+            shards = index["shards"]
+            dtype = np.dtype(index["dtype"])
+        else:  # pre-v2: one flat tokens.bin described by meta.json
+            meta = json.loads((path / "meta.json").read_text())
+            index = dict(meta)
+            dtype = np.dtype(meta["dtype"])
+            shards = [{"tokens": "tokens.bin", "docs": None, "num_tokens": meta["num_tokens"],
+                       "num_documents": meta["num_documents"], "max_token_id": None}]
+        starts = [0]
+        for s in shards:
+            starts.append(starts[-1] + int(s["num_tokens"]))
+        return cls(path=path, dtype=dtype, shards=shards, index=index, _starts=starts)
+
+    @property
+    def num_tokens(self) -> int:
+        return self._starts[-1]
+
+    @property
+    def num_documents(self) -> int:
+        return sum(int(s["num_documents"]) for s in self.shards)
+
+    @property
+    def tokens(self) -> TokenView:
+        return TokenView(self)
+
+    def shard_tokens(self, i: int) -> np.ndarray:
+        """Shard `i`'s ids as a read-only memmap (opened once, on first use)."""
+        if i not in self._maps:
+            n = int(self.shards[i]["num_tokens"])
+            self._maps[i] = (np.memmap(self.path / self.shards[i]["tokens"], dtype=self.dtype.newbyteorder("<"),
+                                       mode="r", shape=(n,)) if n else np.zeros(0, self.dtype))
+        return self._maps[i]
+
+    def document_offsets(self, i: int) -> np.ndarray:
+        """Start offsets (d+1, within shard `i`) of its documents."""
+        name = self.shards[i].get("docs")
+        if name is None:
+            raise ValueError(f"{self.path} is a pre-v2 store without document offsets")
+        return np.memmap(self.path / name, dtype="<i8", mode="r", shape=(int(self.shards[i]["num_documents"]) + 1,))
+
+    def shard_of(self, position: int) -> int:
+        """The shard holding flat token `position`."""
+        return bisect_right(self._starts, position) - 1
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens [start, stop) of the flat space (all shards back to back), as a new array."""
+        start, stop = max(0, start), min(stop, self.num_tokens)
+        if stop <= start:
+            return np.zeros(0, dtype=self.dtype)
+        parts, pos = [], start
+        i = self.shard_of(pos)
+        while pos < stop:
+            begin = self._starts[i]
+            end = min(stop, self._starts[i + 1])
+            if end > pos:
+                parts.append(np.asarray(self.shard_tokens(i)[pos - begin:end - begin]))
+            pos = max(pos, end)
+            i += 1
+        return np.concatenate(parts).astype(self.dtype, copy=False) if len(parts) > 1 else parts[0].copy()
+
+    def efficiency(self, seq_len: int) -> float:
+        """Share of the store's tokens that land in full blocks of `seq_len` (the rest is the tail)."""
+        return (self.num_tokens // seq_len) * seq_len / max(1, self.num_tokens)
