@@ -83,16 +83,59 @@ class WorldSettings:
 
 
 @dataclass
-class DataConfig:
-    """Where the pretraining text comes from and how it is packed."""
+class StreamConfig:
+    """One stream of a mixture (Composer/MosaicML semantics, see twinlm.data.mixture)."""
 
-    source: str | None = None  # file, folder, glob, MDS folder, save_to_disk folder or hub id; None: the world
+    source: str = ""  # a prepared folder (`twinlm prepare`), a pre-tokenized source or a text source
+    proportion: float | None = None  # share of the phase's tokens; set on every stream of a phase or on none
+    repeat: float | None = None  # without proportions: weight = repeat x the stream's size (default 1)
+
+
+def check_streams(streams: list[StreamConfig], where: str) -> None:
+    """Load-time checks of one phase's (or data's) stream list."""
+    for i, st in enumerate(streams):
+        if not st.source:
+            raise UserError(f"{where}.streams[{i}] needs a source")
+        if st.proportion is not None and st.repeat is not None:
+            raise UserError(f"{where}.streams[{i}] sets both proportion and repeat; a stream's budget comes "
+                            "from one of them")
+        if st.proportion is not None and not 0.0 < st.proportion <= 1.0:
+            raise UserError(f"{where}.streams[{i}].proportion must be in (0, 1], got {st.proportion}")
+        if st.repeat is not None and st.repeat <= 0:
+            raise UserError(f"{where}.streams[{i}].repeat must be > 0, got {st.repeat}")
+    given = [st.proportion is not None for st in streams]
+    if any(given) and not all(given):
+        raise UserError(f"{where}.streams: give every stream a proportion (shares of the phase's tokens) or none "
+                        "(then each weighs repeat x its size), as MosaicML streaming does")
+    if all(given) and streams and abs(sum(st.proportion for st in streams) - 1.0) > 1e-6:
+        total = sum(st.proportion for st in streams)
+        raise UserError(f"{where}.streams: proportions sum to {total:g}, not 1")
+
+
+@dataclass
+class DataConfig:
+    """Where the pretraining data comes from and how it is packed."""
+
+    source: str | None = None  # prepared folder, file, folder, glob, MDS tree, save_to_disk or hub id; None: the world
+    streams: list[StreamConfig] = field(default_factory=list)  # a mixture instead of one source (all phases)
     text_column: str = "text"
+    ids_column: str = "input_ids"  # a stream with this column is pre-tokenized: its ids are used as they are
     split: str = "train"
     max_documents: int | None = None
-    heldout_documents: int = 200  # held out from training for evaluation
+    heldout_share: float = 0.005  # share of documents held out for evaluation (every 1/share-th document)
+    heldout_max_documents: int = 2000  # cap on held-out documents per source
+    heldout_max_tokens: int = 2_000_000  # cap on held-out tokens per source
     cache_dir: str | None = None  # tokenized blocks; default: <out>/data
     world: WorldSettings = field(default_factory=WorldSettings)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.heldout_share < 1.0:
+            raise UserError(f"data.heldout_share must be in (0, 1), got {self.heldout_share}")
+        if self.heldout_max_documents < 1 or self.heldout_max_tokens < 1:
+            raise UserError("data.heldout_max_documents and data.heldout_max_tokens must be >= 1")
+        if self.source and self.streams:
+            raise UserError("data.source and data.streams are both set; list the source as one of the streams")
+        check_streams(self.streams, "data")
 
 
 @dataclass
@@ -109,10 +152,14 @@ class Phase:
     mask_ratio: float = 0.3  # MLM only
     rope_theta: float = 10_000.0  # global-attention RoPE theta
     global_batch: int | None = None  # sequences per step; None: training.global_batch
-    source: str | None = None  # phase-specific data (Ettin's decay mix); None: data.source
+    source: str | None = None  # phase-specific data (Ettin's decay mix); None: data.source / data.streams
+    streams: list[StreamConfig] = field(default_factory=list)  # phase-specific mixture; [] : see source
 
     def check(self, index: int) -> None:
         where = f"phases[{index}] ({self.name})"
+        if self.source and self.streams:
+            raise UserError(f"{where}: source and streams are both set; list the source as one of the streams")
+        check_streams(self.streams, where)
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"{where}.lr_schedule={self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
         if not 0.0 < self.mask_ratio < 1.0:
@@ -187,6 +234,15 @@ class Recipe:
                     f"phases[{i}] global batch {self.batch_of(phase)} is not a multiple of "
                     f"training.micro_batch ({self.training.micro_batch})"
                 )
+
+    def streams_of(self, phase: Phase) -> list[StreamConfig]:
+        """The streams a phase trains on: its own, else its source, else data's streams or source
+        (a single stream whose source is None means the built-in world)."""
+        if phase.streams:
+            return phase.streams
+        if phase.source:
+            return [StreamConfig(source=phase.source)]
+        return self.data.streams or [StreamConfig(source=self.data.source)]
 
     def batch_of(self, phase: Phase) -> int:
         return phase.global_batch or self.training.global_batch

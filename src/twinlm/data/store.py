@@ -17,6 +17,11 @@ Everything a reader keeps in memory is O(shards): the shard table and its cumula
 counts. Shards are memory-mapped on first use, so a multi-terabyte store opens in milliseconds
 and costs no RAM until it is read (the same holds for sparse files in the scale simulation).
 A pre-v2 store (one `tokens.bin` + `meta.json`) opens as a one-shard store.
+
+Optional keys (readers that do not know them ignore them; the on-disk format is unchanged):
+`"ordered": true` marks training-order data that is served in file order, never shuffled;
+a shard entry's `"dtype"` overrides the store's (a `TokenStore.concat` view of stores with
+different id widths reads each shard in its own and returns the widest).
 """
 
 from __future__ import annotations
@@ -93,6 +98,33 @@ class ShardWriter:
         np.asarray(self._offsets, dtype="<i8").tofile(self.folder / self.docs_name)
         return {"tokens": self.tokens_name, "docs": self.docs_name, "num_tokens": self.num_tokens,
                 "num_documents": self.num_documents, "max_token_id": self._max}
+
+
+def write_documents(documents, folder: str | Path, dtype: np.dtype, shard_tokens: int = 1 << 28,
+                    check=None, **extra) -> Path:
+    """Write an iterable of id arrays as a complete store in `folder` (through `folder.tmp` and a
+    rename, so an interrupted write never leaves a store that looks complete). `check(k, ids)`,
+    if given, runs on every document first (it raises to refuse one)."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shards, writer = [], ShardWriter(tmp, 0, dtype)
+    for k, ids in enumerate(documents):
+        if check is not None:
+            check(k, ids)
+        writer.add(ids)
+        if writer.num_tokens >= shard_tokens:
+            shards.append(writer.close())
+            writer = ShardWriter(tmp, len(shards), dtype)
+    shards.append(writer.close())
+    write_index(tmp, dtype, shards, **extra)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
 
 
 def write_index(folder: str | Path, dtype: np.dtype, shards: list[dict], **extra) -> Path:
@@ -176,6 +208,34 @@ class TokenStore:
             starts.append(starts[-1] + int(s["num_tokens"]))
         return cls(path=path, dtype=dtype, shards=shards, index=index, _starts=starts)
 
+    @classmethod
+    def concat(cls, stores: list[TokenStore]) -> TokenStore:
+        """One read-only view of several stores, back to back (no file is copied): shard paths
+        become absolute; ids are returned in the widest of the stores' dtypes."""
+        if len(stores) == 1:
+            return stores[0]
+        dtype = max((s.dtype for s in stores), key=lambda d: d.itemsize)
+        shards = []
+        for store in stores:
+            for entry in store.shards:
+                shard = dict(entry, tokens=str((store.path / entry["tokens"]).resolve()), dtype=store.dtype.name)
+                if entry.get("docs"):
+                    shard["docs"] = str((store.path / entry["docs"]).resolve())
+                shards.append(shard)
+        index = {"format": FORMAT, "version": VERSION, "dtype": dtype.name, "shards": shards,
+                 "num_tokens": sum(s.num_tokens for s in stores), "num_documents": sum(s.num_documents for s in stores),
+                 "max_token_id": max(int(s.index.get("max_token_id", -1) or -1) for s in stores)}
+        starts = [0]
+        for s in shards:
+            starts.append(starts[-1] + int(s["num_tokens"]))
+        return cls(path=Path("/"), dtype=dtype, shards=shards, index=index, _starts=starts)
+
+    @property
+    def max_token_id(self) -> int | None:
+        """The largest id in the store (from the index; None for a pre-v2 store)."""
+        value = self.index.get("max_token_id")
+        return None if value is None else int(value)
+
     @property
     def num_tokens(self) -> int:
         return self._starts[-1]
@@ -192,8 +252,9 @@ class TokenStore:
         """Shard `i`'s ids as a read-only memmap (opened once, on first use)."""
         if i not in self._maps:
             n = int(self.shards[i]["num_tokens"])
-            self._maps[i] = (np.memmap(self.path / self.shards[i]["tokens"], dtype=self.dtype.newbyteorder("<"),
-                                       mode="r", shape=(n,)) if n else np.zeros(0, self.dtype))
+            dtype = np.dtype(self.shards[i].get("dtype") or self.dtype)
+            self._maps[i] = (np.memmap(self.path / self.shards[i]["tokens"], dtype=dtype.newbyteorder("<"),
+                                       mode="r", shape=(n,)) if n else np.zeros(0, dtype))
         return self._maps[i]
 
     def document_offsets(self, i: int) -> np.ndarray:
@@ -218,7 +279,7 @@ class TokenStore:
             begin = self._starts[i]
             end = min(stop, self._starts[i + 1])
             if end > pos:
-                parts.append(np.asarray(self.shard_tokens(i)[pos - begin:end - begin]))
+                parts.append(np.asarray(self.shard_tokens(i)[pos - begin:end - begin], dtype=self.dtype))
             pos = max(pos, end)
             i += 1
         return np.concatenate(parts).astype(self.dtype, copy=False) if len(parts) > 1 else parts[0].copy()
