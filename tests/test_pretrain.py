@@ -151,7 +151,7 @@ def test_resume_after_interruption_gives_the_same_weights(micro_run, tmp_path, t
 
 def test_mds_shards_and_a_reused_tokenizer_feed_pretraining(micro_run, tmp_path):
     """Ettin's data format through the project's own reader, tokenized with an existing tokenizer."""
-    recipe = load_recipe("micro", [f"data.source={TEST_DATA / 'mds' / 'zstd'}", "data.heldout_documents=4",
+    recipe = load_recipe("micro", [f"data.source={TEST_DATA / 'mds' / 'zstd'}", "data.heldout_share=0.1",
                                    f"tokenizer.name_or_path={micro_run / 'encoder'}"])
     tokenizer = prepare_tokenizer(recipe, tmp_path)
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(micro_run / "encoder").get_vocab()

@@ -1,19 +1,44 @@
-"""From a recipe to a tokenizer and packed token stores (train and held-out), cached on disk."""
+"""From a recipe to a tokenizer and token stores (train and held-out) for every phase.
+
+A stream's `source` is one of:
+* a prepared folder (`twinlm prepare`: `prepare.json` complete, `train/`, `heldout/`): used as is,
+  after checking that its ids belong to the recipe's tokenizer;
+* a pre-tokenized source (a stream with the `data.ids_column` column, see `pretokenized.py`): its
+  ids are copied into a store in the cache, unchanged, one document per sample;
+* a text source: tokenized into the cache (small corpora; large ones go through `twinlm prepare`);
+* None: the built-in synthetic world.
+Only a single process builds cache stores: a multi-process run (WORLD_SIZE > 1) on an unprepared
+source stops with a one-line error, so that no rank waits at the process-group barrier while
+another tokenizes a large corpus.
+
+Held-out split (pre-tokenized and text sources built here): every 1/`heldout_share`-th document,
+starting with the first, until `heldout_max_documents` documents or `heldout_max_tokens` tokens
+are held out; a corpus whose held-out part exceeds 5% of its documents gets a warning.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from twinlm.data.packing import build_store, tokenizer_fingerprint
-from twinlm.data.store import TokenStore, is_store
-from twinlm.data.tokenizer import for_twin, load_tokenizer, train_tokenizer
+import numpy as np
+
+from twinlm.data.mixture import Mixture, Stream
+from twinlm.data.packing import tokenizer_fingerprint
+from twinlm.data.store import TokenStore, id_dtype, is_store, write_documents
+from twinlm.data.tokenizer import document_ids, for_twin, load_tokenizer, train_tokenizer
 from twinlm.errors import UserError
-from twinlm.recipe import Recipe
+from twinlm.recipe import DataConfig, Phase, Recipe
+
+PREPARED = "prepare.json"
+HELDOUT_WARN_SHARE = 0.05
+_FORMAT = 2  # bump when the cache's content changes (v2: share-based held-out split, id copies)
 
 
 def world_of(recipe: Recipe):
@@ -22,10 +47,42 @@ def world_of(recipe: Recipe):
     return build_world(WorldConfig(**asdict(recipe.data.world)))
 
 
+class HeldOutSplit:
+    """Decides, document by document, what is held out (see the module docstring)."""
+
+    def __init__(self, data: DataConfig):
+        self.every = max(1, round(1 / data.heldout_share))
+        self.max_documents, self.max_tokens = data.heldout_max_documents, data.heldout_max_tokens
+        self.documents = self.tokens = self.seen = self.seen_tokens = 0
+
+    def take(self, size: int) -> bool:
+        """True if the next document (of `size` tokens, or characters for texts) is held out."""
+        k = self.seen
+        self.seen += 1
+        self.seen_tokens += size
+        if k % self.every or self.documents >= self.max_documents or self.tokens >= self.max_tokens:
+            return False
+        self.documents += 1
+        self.tokens += size
+        return True
+
+    def report(self, source: str) -> str:
+        train_docs, train_tokens = self.seen - self.documents, self.seen_tokens - self.tokens
+        line = (f"data {source}: training {train_docs:,} documents, {train_tokens:,} tokens; held-out "
+                f"{self.documents:,} documents, {self.tokens:,} tokens")
+        if self.seen and self.documents / self.seen > HELDOUT_WARN_SHARE:
+            msg = (f"{source}: {self.documents} of {self.seen} documents ({100 * self.documents / self.seen:.0f}%) "
+                   "are held out for evaluation, more than 5%: the corpus is small; lower data.heldout_share "
+                   "or add data")
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            line += f" (warning: {100 * self.documents / self.seen:.0f}% of the documents held out)"
+        return line
+
+
 def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list[str]]:
     """(training texts, held-out texts). The world holds out whole people; other sources hold out
-    the first `heldout_documents` documents of the stream, so a streamed hub dataset never has to
-    fit in memory."""
+    documents by the share rule, so a streamed hub dataset never has to fit in memory. For those
+    the held-out list fills as the training iterator is consumed."""
     data = recipe.data
     if source is None:
         world = world_of(recipe)
@@ -37,30 +94,28 @@ def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list
     from twinlm.data.sources import iter_texts
 
     stream = iter_texts(source, text_column=data.text_column, split=data.split)
-    heldout = list(itertools.islice(stream, data.heldout_documents))
-    if not heldout:
-        raise UserError(f"data source {source!r} holds no usable text")
-    train = itertools.islice(stream, data.max_documents) if data.max_documents else stream
-    first = next(train, None)
-    if first is None:
-        raise UserError(
-            f"data source {source!r} has only {len(heldout)} documents, all needed for held-out "
-            f"evaluation; lower data.heldout_documents"
-        )
-    return itertools.chain([first], train), heldout
+    split, heldout = HeldOutSplit(data), []
+
+    def train() -> Iterator[str]:
+        for text in itertools.islice(stream, data.max_documents) if data.max_documents else stream:
+            if split.take(len(text) // 4):  # ~4 characters per token: the cap is approximate for text
+                heldout.append(text)
+            else:
+                yield text
+
+    return train(), heldout
 
 
 def source_key(recipe: Recipe, source: str | None) -> str:
+    data = recipe.data
     if source is None:
-        desc = {"world": asdict(recipe.data.world), "max_documents": recipe.data.max_documents}
+        desc = {"world": asdict(data.world), "max_documents": data.max_documents}
     else:
         from twinlm.data.sources import source_fingerprint
 
-        desc = {
-            "source": source_fingerprint(source, recipe.data.text_column, recipe.data.split),
-            "max_documents": recipe.data.max_documents,
-            "heldout": recipe.data.heldout_documents,
-        }
+        desc = {"format": _FORMAT, "source": source_fingerprint(source, data.text_column, data.split),
+                "ids": data.ids_column, "max_documents": data.max_documents,
+                "heldout": [data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens]}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -73,21 +128,195 @@ def prepare_tokenizer(recipe: Recipe, out: Path):
     if cfg.name_or_path:
         tok = load_tokenizer(cfg.name_or_path)
     else:
-        texts, _ = split_texts(recipe, recipe.data.source)
+        source = _text_source_for_tokenizer(recipe)
+        texts, _ = split_texts(recipe, source)
         tok = train_tokenizer(itertools.islice(texts, cfg.train_documents), cfg.vocab_size, cfg.min_frequency)
     tok = for_twin(tok, "encoder")
     tok.save_pretrained(path)
     return tok
 
 
+def _text_source_for_tokenizer(recipe: Recipe) -> str | None:
+    """The source a tokenizer is trained on: data's; prepared and pre-tokenized data have theirs already."""
+    source = recipe.streams_of(recipe.phases[0])[0].source
+    if source is not None and source_kind(recipe, source) != "text":
+        raise UserError(f"data source {source!r} holds token ids; set tokenizer.name_or_path to the tokenizer "
+                        "they were made with (e.g. jhu-clsp/ettin-encoder-150m for Ettin's data)")
+    return source
+
+
+def is_prepared(path: str | Path) -> bool:
+    """A complete prepared folder (written by `twinlm prepare`)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / PREPARED).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(meta, dict) and meta.get("complete")) and is_store(path / "train")
+
+
+def source_kind(recipe: Recipe, source: str) -> str:
+    """'prepared', 'tokens' (pre-tokenized) or 'text'; UserError for a source that is neither."""
+    if is_prepared(source):
+        return "prepared"
+    if Path(source).is_dir() and (Path(source) / PREPARED).is_file():
+        raise UserError(f"{source} is an unfinished prepared folder (no \"complete\": true in {PREPARED}); "
+                        "finish it with the same `twinlm prepare` command")
+    from twinlm.data.pretokenized import probe_source
+
+    data = recipe.data
+    return probe_source(source, data.ids_column, data.text_column, data.split).kind
+
+
+def check_sources(recipe: Recipe) -> None:
+    """Fail on a missing, empty or column-less source before the output folder is touched."""
+    from twinlm.data.sources import iter_texts
+
+    sources = {st.source for p in recipe.phases for st in recipe.streams_of(p)} - {None}
+    for source in sorted(sources):
+        if source_kind(recipe, source) == "text":
+            data = recipe.data
+            next(iter(iter_texts(source, text_column=data.text_column, split=data.split, limit=1)))
+
+
+def open_prepared(source: str | Path, tokenizer, tokenizer_name: str = "the recipe's tokenizer"
+                  ) -> tuple[TokenStore, TokenStore]:
+    """The stores of a prepared folder, after checking they fit `tokenizer` (ids below its
+    vocabulary by every shard's max id; the same CLS/SEP ids when the folder records them)."""
+    path = Path(source)
+    meta = json.loads((path / PREPARED).read_text())
+    train = TokenStore.open(path / "train")
+    heldout = TokenStore.open(path / "heldout") if is_store(path / "heldout") else train
+    tok_meta = meta.get("tokenizer") or {}
+    for key, mine in (("cls_token_id", tokenizer.cls_token_id), ("sep_token_id", tokenizer.sep_token_id)):
+        theirs = tok_meta.get(key)
+        if theirs is not None and mine is not None and int(theirs) != int(mine):
+            raise UserError(f"prepared folder {path} was made with {tok_meta.get('name_or_path', 'another tokenizer')} "
+                            f"({key} {theirs}); {tokenizer_name} has {mine}; use that tokenizer or prepare again")
+    for name, store in (("train", train), ("heldout", heldout)):
+        for i, shard in enumerate(store.shards):
+            top = shard.get("max_token_id")
+            if top is not None and int(top) >= len(tokenizer):
+                raise UserError(f"prepared folder {path}: {name} shard {i} holds token id {top}, outside the "
+                                f"vocabulary of {tokenizer_name} ({len(tokenizer)} ids); use the tokenizer it was "
+                                f"prepared with ({tok_meta.get('name_or_path', 'see prepare.json')})")
+    return train, heldout
+
+
+def _unprepared(source: str) -> UserError:
+    return UserError(f"data source {source!r} is not prepared and this is a multi-process run "
+                     f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}); run `twinlm prepare {source} --recipe RECIPE "
+                     "--out P` once, then point the recipe at P")
+
+
 def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | None) -> tuple[TokenStore, TokenStore]:
-    """Train and held-out stores for one data source, reused while corpus and tokenizer are unchanged."""
+    """Train and held-out stores for one source, reused while corpus and tokenizer are unchanged."""
+    if source is not None and is_prepared(source):
+        return open_prepared(source, tokenizer, recipe.tokenizer.name_or_path or "the recipe's tokenizer")
     key = f"{source_key(recipe, source)}-{tokenizer_fingerprint(tokenizer)}"
     folder = cache_dir / key
     train_path, heldout_path = folder / "train", folder / "heldout"
     if is_store(train_path) and is_store(heldout_path):
         return TokenStore.open(train_path), TokenStore.open(heldout_path)
-    train, heldout = split_texts(recipe, source)
-    heldout_store = build_store(heldout, tokenizer, heldout_path, key, progress=False)
-    train_store = build_store(train, tokenizer, train_path, key)
-    return train_store, heldout_store
+    if source is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise _unprepared(source)
+    dtype = id_dtype(len(tokenizer))
+    if source is None:  # the world: its own split (whole people held out)
+        train, heldout = split_texts(recipe, None)
+        write_documents(_tokenized(heldout, tokenizer), heldout_path, dtype, fingerprint=key)
+        write_documents(_tokenized(train, tokenizer, progress=True), train_path, dtype, fingerprint=key)
+        return TokenStore.open(train_path), TokenStore.open(heldout_path)
+    from twinlm.data.pretokenized import check_framing, iter_token_documents, probe_source
+
+    data = recipe.data
+    probe = probe_source(source, data.ids_column, data.text_column, data.split)
+    name = recipe.tokenizer.name_or_path or "the recipe's tokenizer"
+    if probe.kind == "tokens":
+        check_framing(probe, tokenizer, data.ids_column, data.split, tokenizer_name=name)
+        docs = iter_token_documents(probe, data.ids_column, data.split, len(tokenizer), name)
+        if data.max_documents:
+            docs = itertools.islice(docs, data.max_documents)
+    else:
+        docs = _tokenized(_texts(recipe, source), tokenizer, progress=True)
+    split, held = HeldOutSplit(data), []
+
+    def training() -> Iterator[np.ndarray]:
+        for ids in docs:
+            if split.take(int(ids.size)):
+                held.append(ids)
+            else:
+                yield ids
+
+    extra = {"fingerprint": key, "source": str(source), "ordered": probe.ordered}
+    tmp_train = folder / "train.partial"
+    try:
+        write_documents(training(), tmp_train, dtype, **extra)
+    except ValueError as e:  # an id that does not fit the store's dtype
+        raise UserError(f"data source {source!r}: {e}; the ids need a wider vocabulary than {name}'s") from None
+    if split.seen - split.documents < 1:
+        raise UserError(f"data source {source!r} has only {split.seen} document(s), all needed for held-out "
+                        "evaluation; add data")
+    write_documents(held, heldout_path, dtype, **extra)
+    os.replace(tmp_train, train_path)
+    print(split.report(str(source)), flush=True)
+    return TokenStore.open(train_path), TokenStore.open(heldout_path)
+
+
+def _texts(recipe: Recipe, source: str) -> Iterator[str]:
+    from twinlm.data.sources import iter_texts
+
+    data = recipe.data
+    stream = iter_texts(source, text_column=data.text_column, split=data.split)
+    return itertools.islice(stream, data.max_documents) if data.max_documents else stream
+
+
+def _tokenized(texts, tokenizer, progress: bool = False, batch: int = 1000) -> Iterator[np.ndarray]:
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="tokenizing", unit=" docs", leave=False)
+    it = iter(texts)
+    while chunk := list(itertools.islice(it, batch)):
+        for doc in document_ids(tokenizer, chunk):
+            yield np.asarray(doc, dtype=np.int64)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+
+
+def phase_data(recipe: Recipe, tokenizer, cache_dir: Path) -> dict[str, tuple[TokenStore | Mixture, TokenStore]]:
+    """Per phase name: (what it trains on: a store or a `Mixture` of its streams, held-out store:
+    the streams' held-out stores back to back). Each source is prepared once for all phases."""
+    stores: dict = {}
+    out = {}
+    for phase in recipe.phases:
+        streams = recipe.streams_of(phase)
+        for st in streams:
+            if st.source not in stores:
+                stores[st.source] = prepare_stores(recipe, tokenizer, cache_dir, st.source)
+        if len(streams) == 1:
+            out[phase.name] = stores[streams[0].source]
+            continue
+        mixture = Mixture([Stream(str(st.source), stores[st.source][0], st.proportion, st.repeat) for st in streams])
+        heldout = TokenStore.concat([stores[st.source][1] for st in streams])
+        out[phase.name] = (mixture, heldout)
+    return out
+
+
+def data_lines(recipe: Recipe, data: dict, phase: Phase | None = None) -> list[str]:
+    """The run's first lines about its data: per phase, documents and tokens, packing efficiency
+    and, for mixtures, each stream's planned and realized token share."""
+    from twinlm.data.mixture import share_lines
+
+    lines = []
+    for p in recipe.phases if phase is None else [phase]:
+        train, heldout = data[p.name]
+        sources = ", ".join(str(st.source or "built-in world") for st in recipe.streams_of(p))
+        lines.append(f"data {p.name} ({sources}): training {train.num_documents:,} documents, "
+                     f"{train.num_tokens:,} tokens; held-out {heldout.num_documents:,} documents, "
+                     f"{heldout.num_tokens:,} tokens; packing efficiency L={p.seq_len}: "
+                     f"{100 * train.efficiency(p.seq_len):.2f}%")
+        lines += share_lines(train, p.seq_len, recipe.phase_steps(p) * recipe.batch_of(p), recipe.training.seed)
+    return lines

@@ -23,8 +23,9 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer, Tr
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
-from twinlm.data.corpus import prepare_stores, prepare_tokenizer
-from twinlm.data.packing import BlockDataset, TokenStore
+from twinlm.data.corpus import check_sources, data_lines, phase_data, prepare_tokenizer
+from twinlm.data.mixture import phase_dataset
+from twinlm.data.packing import TokenStore
 from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
 from twinlm.models import (
@@ -174,14 +175,6 @@ def check_resume_recipe(recipe: Recipe, out: Path) -> None:
         )
 
 
-def _check_sources(recipe: Recipe) -> None:
-    """Fail on a missing, empty or column-less source before the output folder is touched."""
-    from twinlm.data.sources import iter_texts
-
-    for source in {p.source or recipe.data.source for p in recipe.phases} - {None}:
-        next(iter(iter_texts(source, text_column=recipe.data.text_column, split=recipe.data.split, limit=1)))
-
-
 def pretrain(
     recipe: Recipe,
     out: str | Path,
@@ -196,7 +189,7 @@ def pretrain(
     bad = [t for t in twins if t not in TWINS]
     if bad or not twins:
         raise UserError(f"--twins: unknown twin {bad[0] if bad else ''!r}; valid: encoder, decoder")
-    _check_sources(recipe)
+    check_sources(recipe)  # a missing, empty or column-less source fails before the output folder is touched
     prepare_output(out, resume, overwrite)
     if resume:
         check_resume_recipe(recipe, out)
@@ -214,17 +207,9 @@ def pretrain(
             recipe.dump(out / RECIPE_FILE)
         tokenizer = prepare_tokenizer(recipe, out)
         cache = Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "data"
-        stores = {}
-        for phase in recipe.phases:
-            key = phase.source or recipe.data.source
-            if key not in stores:
-                stores[key] = prepare_stores(recipe, tokenizer, cache, key)
+        stores = phase_data(recipe, tokenizer, cache)  # per phase: (store or mixture, held-out store)
     if state.is_main_process:
-        for key, (train, _) in stores.items():
-            effs = ", ".join(f"L={p.seq_len}: {100 * train.efficiency(p.seq_len):.2f}%" for p in recipe.phases
-                             if (p.source or recipe.data.source) == key)
-            print(f"data {key or 'built-in world'}: {train.num_documents:,} documents, {train.num_tokens:,} tokens; "
-                  f"packing efficiency {effs}", flush=True)
+        print("\n".join(data_lines(recipe, stores)), flush=True)
     results = []
     for twin in twins:
         results += _train_twin(recipe, out, twin, tokenizer, stores, callbacks)
@@ -249,7 +234,7 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
             step_offset += steps
             continue
         set_global_rope_theta(model, phase.rope_theta)
-        train_store, heldout_store = stores[phase.source or recipe.data.source]
+        train_store, heldout_store = stores[phase.name]
         result = _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store, heldout_store,
                             step_offset, callbacks)
         baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids)
@@ -285,7 +270,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
     t = recipe.training
     state = process_state()
     batch = recipe.batch_of(phase)
-    dataset = BlockDataset(train_store, phase.seq_len, num_samples=steps * batch, seed=t.seed)
+    dataset = phase_dataset(train_store, phase.seq_len, num_samples=steps * batch, seed=t.seed)
     args = TrainingArguments(
         output_dir=str(work),
         max_steps=steps,

@@ -1,0 +1,94 @@
+"""Held-out data is a small share of a real corpus, never most of it; pretraining reads
+pre-tokenized and prepared sources as they are."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twinlm.data.corpus import HeldOutSplit, phase_data, prepare_stores, prepare_tokenizer
+from twinlm.data.store import TokenStore, write_documents
+from twinlm.errors import UserError
+from twinlm.recipe import load_recipe
+
+DATA = Path(__file__).parent / "data"
+TEXTS = json.loads((DATA / "mds" / "expected_texts.json").read_text())
+
+
+def _split(n_docs, size=100, **data):
+    recipe = load_recipe("micro", [f"data.{k}={v}" for k, v in data.items()])
+    split = HeldOutSplit(recipe.data)
+    held = [k for k in range(n_docs) if split.take(size)]
+    return split, held
+
+
+def test_a_small_corpus_keeps_almost_everything_for_training():
+    split, held = _split(233)  # the corpus that once lost 200 of its 233 documents
+    assert held == [0, 200]
+    assert "training 231 documents, 23,100 tokens; held-out 2 documents, 200 tokens" in split.report("c")
+
+
+def test_caps_on_documents_and_tokens():
+    assert len(_split(300_000, size=1, heldout_share=0.01)[1]) == 2000  # 3,000 candidates, capped
+    assert len(_split(1_000_000, size=1000, heldout_max_tokens=50_000)[1]) == 50
+    assert _split(100, heldout_share=0.1, heldout_max_documents=3)[1] == [0, 10, 20]
+
+
+def test_more_than_five_percent_held_out_warns():
+    split, _ = _split(10)  # one document of ten
+    with pytest.warns(UserWarning, match="more than 5%"):
+        assert "warning: 10%" in split.report("tiny")
+
+
+def test_pretokenized_fixture_becomes_stores_with_its_ids_unchanged(micro_run, tmp_path):
+    recipe = load_recipe("micro", [f"data.source={DATA / 'mds-pretokenized'}", f"tokenizer.name_or_path={micro_run / 'encoder'}"])
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+    order = [TEXTS[i].encode() for i in [*range(1, 40, 2), *range(0, 40, 2)]]  # code leaf, then web
+    assert (heldout.num_documents, train.num_documents) == (1, 39)
+    assert bytes(np.asarray(heldout.tokens).astype(np.uint8)) == order[0]
+    offsets = train.document_offsets(0)
+    tokens = np.asarray(train.tokens)
+    assert [bytes(tokens[a:b].astype(np.uint8)) for a, b in zip(offsets[:-1], offsets[1:])] == order[1:]
+    again, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+    assert again.path == train.path  # reused, not rebuilt
+    # A mixture of the two leaves, as a phase would list them.
+    leaves = sorted(str(p.parent) for p in (DATA / "mds-pretokenized").rglob("index.json"))
+    mix = load_recipe("micro", [f"tokenizer.name_or_path={micro_run / 'encoder'}",
+                                f"data.streams=[{{source: {leaves[0]}, proportion: 0.25}}, {{source: {leaves[1]}, proportion: 0.75}}]"])
+    data = phase_data(mix, tokenizer, tmp_path / "data")
+    mixture, held = data["pretrain"]
+    assert len(mixture.streams) == 2 and held.num_documents == 2
+
+
+def test_multi_process_run_on_an_unprepared_source_says_run_prepare(micro_run, tmp_path, monkeypatch):
+    recipe = load_recipe("micro", [f"data.source={DATA / 'mds' / 'raw'}", f"tokenizer.name_or_path={micro_run / 'encoder'}"])
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="run `twinlm prepare"):
+        prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+
+
+def _prepared(folder: Path, ids, cls=1, sep=2):
+    write_documents([np.asarray(ids)], folder / "train", np.uint16)
+    write_documents([np.asarray(ids)], folder / "heldout", np.uint16)
+    (folder / "prepare.json").write_text(json.dumps({"complete": True, "tokenizer": {
+        "name_or_path": "other-tok", "cls_token_id": cls, "sep_token_id": sep}}))
+    return folder
+
+
+def test_prepared_folders_are_used_as_is_after_a_tokenizer_check(micro_run, tmp_path):
+    recipe = load_recipe("micro", [f"tokenizer.name_or_path={micro_run / 'encoder'}"])
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    good = _prepared(tmp_path / "good", [cls, 5, 6, sep], cls, sep)
+    train, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", str(good))
+    assert train.path == good / "train" and not (tmp_path / "data").exists()
+    with pytest.raises(UserError, match=r"train shard 0 holds token id 9999, outside the vocabulary"):
+        prepare_stores(recipe, tokenizer, tmp_path / "data", str(_prepared(tmp_path / "big", [cls, 9999], cls, sep)))
+    with pytest.raises(UserError, match="made with other-tok"):
+        prepare_stores(recipe, tokenizer, tmp_path / "data", str(_prepared(tmp_path / "cls", [7, 8], 50281, 50282)))
+    assert TokenStore.open(good / "train").num_tokens == 4  # nothing was touched

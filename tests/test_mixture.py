@@ -1,0 +1,84 @@
+"""Mixtures: each stream gets its share of the phase's tokens, in one order shared by both twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twinlm.data.mixture import Mixture, MixtureDataset, Stream, phase_dataset, share_lines
+from twinlm.data.packing import BlockDataset
+from twinlm.data.store import TokenStore, write_documents
+from twinlm.errors import UserError
+from twinlm.recipe import load_recipe
+
+SEQ = 16
+
+
+def _stores(tmp_path, sizes):
+    """Stream s holds only token id s+1, so every served block names its stream."""
+    stores = []
+    for s, tokens in enumerate(sizes):
+        write_documents([np.full(tokens, s + 1, np.uint16)], tmp_path / f"s{s}", np.uint16)
+        stores.append(TokenStore.open(tmp_path / f"s{s}"))
+    return stores
+
+
+def _served(ds, n=None):
+    items = ds.__getitems__(list(range(n or len(ds))))
+    return np.array([int(x["input_ids"][0]) for x in items])
+
+
+def test_realized_shares_match_proportions_within_one_percent(tmp_path):
+    stores = _stores(tmp_path, [5_000, 300, 40_000])  # the small stream must repeat, the big one is sampled
+    mix = Mixture([Stream(f"s{i}", st, proportion=p) for i, (st, p) in enumerate(zip(stores, [0.5, 0.2, 0.3]))])
+    ds = MixtureDataset(mix, SEQ, 20_000, seed=3)
+    served = _served(ds)
+    for s, p in enumerate([0.5, 0.2, 0.3]):
+        assert abs((served == s + 1).mean() - p) < 0.01
+        assert abs((served[:8192] == s + 1).mean() - p) < 0.01, "every prefix of whole groups holds the shares"
+    # The 300-token stream (18 blocks) is repeated; each repeat covers all its blocks.
+    assert ds.epochs()[1] > 200
+    lines = share_lines(mix, SEQ, 20_000, seed=3)
+    assert len(lines) == 3 and "planned 20.00% / realized 20.00%" in lines[1]
+
+
+def test_both_twins_see_identical_batches_and_seeds_matter(tmp_path):
+    stores = _stores(tmp_path, [3_000, 7_000])
+    mix = Mixture([Stream("a", stores[0], proportion=0.4), Stream("b", stores[1], proportion=0.6)])
+    enc, dec = (phase_dataset(mix, SEQ, 3_000, seed=1) for _ in range(2))
+    first = [enc[i]["input_ids"].tolist() for i in range(0, 3_000, 37)]
+    assert first == [dec[i]["input_ids"].tolist() for i in range(0, 3_000, 37)]
+    assert [enc.locate([i]) for i in range(50)] == [dec.locate([i]) for i in range(50)]
+    other = phase_dataset(mix, SEQ, 3_000, seed=2)
+    assert not np.array_equal(_served(enc, 500), _served(other, 500))
+    # Each stream's blocks within one pass are all distinct (a permutation, not draws with replacement).
+    s, k = enc.locate(np.arange(3_000))
+    assert len(np.unique(k[s == 0])) == (s == 0).sum()
+
+
+def test_repeat_weighs_the_natural_share(tmp_path):
+    stores = _stores(tmp_path, [1_600, 4_800])  # 100 and 300 blocks
+    mix = Mixture([Stream("small", stores[0], repeat=2), Stream("big", stores[1])])
+    assert mix.shares(SEQ) == pytest.approx([0.4, 0.6])
+    served = _served(MixtureDataset(mix, SEQ, 5_000, seed=0))
+    assert abs((served == 1).mean() - 0.4) < 0.01
+
+
+def test_one_stream_is_served_exactly_like_its_store(tmp_path):
+    (store,) = _stores(tmp_path, [2_000])
+    mix = Mixture([Stream("only", store)])
+    ds = phase_dataset(mix, SEQ, 300, seed=4)
+    assert isinstance(ds, BlockDataset)
+    assert np.array_equal(np.asarray(ds.order), np.asarray(BlockDataset(store, SEQ, 300, 4).order))
+
+
+@pytest.mark.parametrize("streams,match", [
+    ("[{source: a, proportion: 0.5}, {source: b, proportion: 0.4}]", "proportions sum to 0.9, not 1"),
+    ("[{source: a, proportion: 0.5}, {source: b, repeat: 2}]", "give every stream a proportion"),
+    ("[{source: a, proportion: 0.5, repeat: 1}]", "sets both proportion and repeat"),
+    ("[{source: a, proportion: 1.5}]", r"proportion must be in \(0, 1\]"),
+    ("[{source: a, wieght: 1}]", "unknown recipe key 'phases\\[0\\].streams\\[0\\].wieght'; valid keys here: source"),
+])
+def test_bad_stream_lists_are_one_line_errors_at_load_time(streams, match):
+    with pytest.raises(UserError, match=match):
+        load_recipe("micro", [f"phases.pretrain.streams={streams}"])
