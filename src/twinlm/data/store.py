@@ -37,6 +37,7 @@ import numpy as np
 FORMAT = "twinlm-tokens"
 VERSION = 2
 INDEX = "index.json"
+_MAX_OPEN_SHARDS = 64  # file descriptors a reader keeps open (least recently used closed first)
 
 
 def shard_names(i: int) -> tuple[str, str]:
@@ -187,6 +188,7 @@ class TokenStore:
     index: dict = field(default_factory=dict)
     _starts: list[int] = field(default_factory=list, repr=False)  # cumulative token offsets
     _maps: dict = field(default_factory=dict, repr=False)
+    _fds: dict = field(default_factory=dict, repr=False)  # shard -> open file descriptor (LRU order)
 
     @classmethod
     def open(cls, path: str | Path) -> TokenStore:
@@ -269,7 +271,11 @@ class TokenStore:
         return bisect_right(self._starts, position) - 1
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tokens [start, stop) of the flat space (all shards back to back), as a new array."""
+        """Tokens [start, stop) of the flat space (all shards back to back), as a new array.
+
+        Read with `pread`, not through the memory map: a block read is one system call and
+        touches only its own pages (a fault on a memory map pulls a whole readahead window in,
+        which costs ~ms per random block on a large or sparse file)."""
         start, stop = max(0, start), min(stop, self.num_tokens)
         if stop <= start:
             return np.zeros(0, dtype=self.dtype)
@@ -279,10 +285,37 @@ class TokenStore:
             begin = self._starts[i]
             end = min(stop, self._starts[i + 1])
             if end > pos:
-                parts.append(np.asarray(self.shard_tokens(i)[pos - begin:end - begin], dtype=self.dtype))
+                parts.append(self._pread(i, pos - begin, end - begin))
             pos = max(pos, end)
             i += 1
-        return np.concatenate(parts).astype(self.dtype, copy=False) if len(parts) > 1 else parts[0].copy()
+        return np.concatenate(parts).astype(self.dtype, copy=False) if len(parts) > 1 else parts[0]
+
+    def _pread(self, i: int, a: int, b: int) -> np.ndarray:
+        """Ids [a, b) of shard i, as a new writable array of the store's dtype."""
+        dtype = np.dtype(self.shards[i].get("dtype") or self.dtype).newbyteorder("<")
+        fd = self._fds.pop(i, None)
+        if fd is None:
+            fd = os.open(self.path / self.shards[i]["tokens"], os.O_RDONLY)
+            if len(self._fds) >= _MAX_OPEN_SHARDS:  # bounded: a store may have thousands of shards
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[i] = fd  # most recently used last
+        buf = bytearray((b - a) * dtype.itemsize)
+        got = os.preadv(fd, [buf], a * dtype.itemsize)
+        if got != len(buf):
+            raise OSError(f"{self.path / self.shards[i]['tokens']}: short read ({got} of {len(buf)} bytes); "
+                          "the store is truncated")
+        return np.frombuffer(buf, dtype=dtype).astype(self.dtype, copy=False)
+
+    def __getstate__(self):
+        # Open descriptors and maps are per process (a spawned DataLoader worker reopens its own).
+        return {**self.__dict__, "_fds": {}, "_maps": {}}
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def efficiency(self, seq_len: int) -> float:
         """Share of the store's tokens that land in full blocks of `seq_len` (the rest is the tail)."""
