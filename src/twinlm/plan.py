@@ -58,7 +58,59 @@ def format_plan(recipe: Recipe, rows: list[PhasePlan], gpus: int, gpu_tflops: fl
     total = sum(r.hours for r in rows)
     lines.append(f"total: {sum(r.flops for r in rows):.2e} FLOPs, {_duration(total)} "
                  f"({total * gpus:,.1f} GPU-hours) for both twins")
+    lines += data_plan_lines(recipe)
     return "\n".join(lines)
+
+
+def _prepared_sizes(source: str | None) -> tuple[int, int, int, int] | None:
+    """(train documents, train tokens, held-out documents, held-out tokens) of a prepared folder
+    or token store, from its index files alone; None when the source is not prepared yet."""
+    import json
+    from pathlib import Path
+
+    if source is None:
+        return None
+    out = []
+    for part in ("train", "heldout"):
+        try:
+            index = json.loads((Path(source) / part / "index.json").read_text())
+            out += [int(index["num_documents"]), int(index["num_tokens"])]
+        except (OSError, ValueError, KeyError):
+            return None
+    return tuple(out)
+
+
+def data_plan_lines(recipe: Recipe) -> list[str]:
+    """Per phase: its streams, each one's planned and realized token share (the realized share is
+    the planned one rounded to whole blocks of the phase), and, where a stream is prepared, its
+    training and held-out documents and tokens. Sizes of unprepared sources are not read."""
+    from twinlm.data.mixture import _apportion
+
+    lines = []
+    for phase in recipe.phases:
+        streams = recipe.streams_of(phase)
+        samples = recipe.phase_steps(phase) * recipe.batch_of(phase)
+        sizes = [_prepared_sizes(st.source) for st in streams]
+        if len(streams) == 1:
+            shares = [1.0]
+        elif streams[0].proportion is not None:
+            shares = [st.proportion for st in streams]
+        elif all(sizes):
+            weights = [(st.repeat or 1.0) * (sz[1] // phase.seq_len) for st, sz in zip(streams, sizes)]
+            shares = [w / max(1, sum(weights)) for w in weights]
+        else:
+            shares = [None] * len(streams)
+        counts = _apportion(shares, samples) if None not in shares else [None] * len(streams)
+        lines.append(f"data {phase.name}: {len(streams)} stream{'s' * (len(streams) != 1)}, "
+                     f"{samples * phase.seq_len:,} tokens")
+        for st, share, n, size in zip(streams, shares, counts, sizes):
+            planned = (f"planned {100 * share:.2f}% / realized {100 * n / samples:.2f}% of tokens "
+                       f"({n * phase.seq_len:,})" if share is not None else
+                       f"repeat {st.repeat or 1:g} x its size (share known once every stream is prepared)")
+            where = (f"; train {size[0]:,} documents, {size[1]:,} tokens; held-out {size[2]:,} documents, "
+                     f"{size[3]:,} tokens" if size else "")
+            lines.append(f"  {st.source or 'built-in world'}: {planned}{where}")
+    return lines
 
 
 def _si(n: float) -> str:
