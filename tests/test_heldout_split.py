@@ -92,3 +92,23 @@ def test_prepared_folders_are_used_as_is_after_a_tokenizer_check(micro_run, tmp_
     with pytest.raises(UserError, match="made with other-tok"):
         prepare_stores(recipe, tokenizer, tmp_path / "data", str(_prepared(tmp_path / "cls", [7, 8], 50281, 50282)))
     assert TokenStore.open(good / "train").num_tokens == 4  # nothing was touched
+
+
+def test_training_order_files_become_an_ordered_store_served_in_file_order(micro_run, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from twinlm.data.packing import BlockDataset
+
+    folder = tmp_path / "order" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    rows = [[1, 10 + k, 11 + k, 12 + k] for k in range(400)]
+    pq.write_table(pa.table({"input_ids": rows, "step": [1 + k // 4 for k in range(400)]}),
+                   folder / "steps_000001_to_000100.parquet")
+    recipe = load_recipe("micro", [f"data.source={tmp_path / 'order'}", f"tokenizer.name_or_path={micro_run / 'encoder'}"])
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
+    assert train.index["ordered"] and (train.num_documents, heldout.num_documents) == (398, 2)
+    ds = BlockDataset(train, 4, num_samples=10, seed=123)
+    kept = [r for k, r in enumerate(rows) if k % 200]  # rows 0 and 200 were held out
+    assert [ds[i]["input_ids"].tolist() for i in range(10)] == kept[:10]

@@ -82,3 +82,56 @@ def test_one_stream_is_served_exactly_like_its_store(tmp_path):
 def test_bad_stream_lists_are_one_line_errors_at_load_time(streams, match):
     with pytest.raises(UserError, match=match):
         load_recipe("micro", [f"phases.pretrain.streams={streams}"])
+
+
+def test_a_pretokenized_mixture_trains_and_its_first_lines_show_the_shares(micro_run, tmp_path, capsys):
+    """Two pre-tokenized leaf streams, 25/75: the run prints planned and realized shares, and
+    both twins' trainers deal out the same batches."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from twinlm.data.corpus import phase_data, prepare_tokenizer
+    from twinlm.models import build_config, build_twin
+    from twinlm.objectives import IGNORE
+    from twinlm.recipe import recipe_from_dict
+    from twinlm.train.pretrain import build_phase_trainer, pretrain
+
+    tree = Path(__file__).parent / "data" / "mds-pretokenized"
+    code, web = sorted(str(p.parent) for p in tree.rglob("index.json"))
+    base = json.loads(json.dumps(load_recipe("micro").to_dict()))
+    base["phases"] = [{**base["phases"][0], "tokens": 2048, "seq_len": 32, "warmup_tokens": 256,
+                       "streams": [{"source": code, "proportion": 0.25}, {"source": web, "proportion": 0.75}]}]
+    base["tokenizer"] = {"name_or_path": str(micro_run / "encoder")}
+    base["data"]["heldout_share"] = 0.05
+    recipe = recipe_from_dict(base)
+    tokenizer = prepare_tokenizer(recipe, tmp_path)
+    mixture, _ = phase_data(recipe, tokenizer, tmp_path / "data")["pretrain"]
+    phase = recipe.phases[0]
+    seen = {}
+    for twin in ("encoder", "decoder"):
+        model = build_twin(twin, build_config(twin, recipe.model, tokenizer), seed=0)
+        trainer = build_phase_trainer(recipe, tmp_path / twin, twin, model, tokenizer, phase, 8, mixture)
+        batches = []
+        for batch in trainer.get_train_dataloader():
+            ids = batch["input_ids"].clone()
+            if twin == "encoder":
+                ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
+            batches.append(ids)
+        seen[twin] = torch.cat(batches)
+    assert torch.equal(seen["encoder"], seen["decoder"])
+    capsys.readouterr()
+    pretrain(recipe, tmp_path / "run", twins=["decoder"])
+    out = capsys.readouterr().out
+    assert f"stream {code}: planned 25.00% / realized 25.00%" in out
+    assert f"stream {web}: planned 75.00% / realized 75.00%" in out
+    assert (tmp_path / "run" / "decoder" / "model.safetensors").exists()
+
+
+def test_streams_of_different_id_widths_read_back_to_back(tmp_path):
+    write_documents([np.array([1, 2, 3], np.uint16)], tmp_path / "a", np.uint16)
+    write_documents([np.array([70_000, 5], np.uint32)], tmp_path / "b", np.uint32)
+    both = TokenStore.concat([TokenStore.open(tmp_path / "a"), TokenStore.open(tmp_path / "b")])
+    assert both.dtype == np.uint32 and both.tokens[0:5].tolist() == [1, 2, 3, 70_000, 5]
+    assert both.tokens[2:4].tolist() == [3, 70_000]

@@ -150,3 +150,12 @@ def test_framing_is_checked_against_the_tokenizer(tmp_path):
         check_framing(probe, _tok(101, 102), tokenizer_name="bert")
     # Unframed data (the byte fixture): every text starts with 'D', an ordinary id: no complaint.
     check_framing(probe_source(str(TREE)), _tok(256, 257))
+
+
+def test_negative_or_non_integer_ids_are_refused(tmp_path):
+    (tmp_path / "neg.jsonl").write_text(json.dumps({"input_ids": [5, -1, 7]}) + "\n")
+    with pytest.raises(UserError, match="token id -1 is outside the vocabulary"):
+        list(iter_token_documents(str(tmp_path / "neg.jsonl"), vocab_size=100))
+    (tmp_path / "float.jsonl").write_text(json.dumps({"input_ids": [0.5, 1.5]}) + "\n")
+    with pytest.raises(UserError, match="not a list of integer token ids"):
+        list(iter_token_documents(str(tmp_path / "float.jsonl")))
