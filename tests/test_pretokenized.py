@@ -159,3 +159,33 @@ def test_negative_or_non_integer_ids_are_refused(tmp_path):
     (tmp_path / "float.jsonl").write_text(json.dumps({"input_ids": [0.5, 1.5]}) + "\n")
     with pytest.raises(UserError, match="not a list of integer token ids"):
         list(iter_token_documents(str(tmp_path / "float.jsonl")))
+
+
+@pytest.mark.parametrize("setting,match", [
+    ("data.text_column=id", "holds identifiers, not text"),
+    ("data.ids_column=tokens", "neither a token-ids column 'tokens' nor a text column 'text'; columns found: id, input_ids"),
+])
+def test_pretrain_refuses_before_touching_the_output_folder(tmp_path, capsys, setting, match):
+    from twinlm.cli import main
+
+    out = tmp_path / "o"
+    code = main(["pretrain", "micro", "--out", str(out), "--set", f"data.source={TREE}", "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and match in err, err
+    assert not out.exists()
+
+
+def test_plan_refuses_proportions_that_do_not_sum_to_one(capsys):
+    from twinlm.cli import main
+
+    code = main(["plan", "micro", "--set", "phases.pretrain.streams=[{source: a, proportion: 0.7}, {source: b, proportion: 0.2}]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "proportions sum to 0.9, not 1" in err and len(err.splitlines()) == 1
+
+
+def test_token_ids_without_a_named_tokenizer_are_refused_up_front(tmp_path, capsys):
+    from twinlm.cli import main
+
+    code = main(["pretrain", "micro", "--out", str(tmp_path / "o"), "--set", f"data.source={TREE}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "set tokenizer.name_or_path" in err and not (tmp_path / "o").exists()

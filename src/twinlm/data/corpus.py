@@ -172,11 +172,22 @@ def check_sources(recipe: Recipe) -> None:
     """Fail on a missing, empty or column-less source before the output folder is touched."""
     from twinlm.data.sources import iter_texts
 
-    sources = {st.source for p in recipe.phases for st in recipe.streams_of(p)} - {None}
-    for source in sorted(sources):
-        if source_kind(recipe, source) == "text":
+    sources = dict.fromkeys(st.source for p in recipe.phases for st in recipe.streams_of(p) if st.source)
+    for source in sources:  # in phase order
+        try:
+            kind = source_kind(recipe, source)
+        except UserError as err:
+            if str(err).startswith("no such file or folder"):
+                raise UserError(f"{err}; download and prepare the data first (`twinlm prepare SOURCE --tokenizer "
+                                "NAME --out FOLDER`; the ettin-* recipes say how in their data section)") from None
+            raise
+        if kind == "text":
             data = recipe.data
             next(iter(iter_texts(source, text_column=data.text_column, split=data.split, limit=1)))
+        elif not recipe.tokenizer.name_or_path:
+            raise UserError(f"data source {source!r} holds token ids ({'prepared' if kind == 'prepared' else 'pre-tokenized'}); "
+                            "set tokenizer.name_or_path to the tokenizer they were made with "
+                            "(e.g. jhu-clsp/ettin-encoder-150m for Ettin's data, or <prepared folder>/tokenizer)")
 
 
 def open_prepared(source: str | Path, tokenizer, tokenizer_name: str = "the recipe's tokenizer"

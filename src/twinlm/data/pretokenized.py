@@ -34,6 +34,7 @@ from twinlm.errors import UserError
 
 STEP_COLUMNS = ("step", "steps", "global_step")  # a training-order file's step number
 FRAMING_SAMPLES = 16  # first samples of each stream whose first/last ids reveal the framing
+FRAMING_STREAMS = 4  # streams whose first samples are checked (opening every leaf of a big tree costs minutes)
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".arrow")
 _PHASE_PREFIX = re.compile(r"^(checkpoint|ext|decay)_\d+$")
 
@@ -153,6 +154,11 @@ def probe_source(source: str, ids_column: str = "input_ids", text_column: str = 
                  split: str = "train") -> SourceProbe:
     """Classify `source` as pre-tokenized or text from its columns; UserError when it is neither,
     when its streams disagree, or when `text_column` names a non-text column of a token stream."""
+    from twinlm.data.store import is_store
+
+    if is_store(source):
+        raise UserError(f"{source} is a bare token store; point at the prepared folder that holds it "
+                        "(the one with prepare.json, train/ and heldout/)")
     units = _units(source)
     if not units:
         return SourceProbe(str(source), "text", [], [])  # plain text files: sources.py reads them
@@ -304,7 +310,7 @@ def data_framing(probe: SourceProbe, ids_column: str = "input_ids", split: str =
     """Per stream: (id every one of its first samples starts with, id they all end with); None
     where they differ or where the stream has fewer than two samples (nothing to compare)."""
     out = {}
-    for unit in probe.units:
+    for unit in probe.units[:FRAMING_STREAMS]:
         firsts, lasts, n = set(), set(), 0
         for ids in _unit_samples(unit, ids_column, split, probe.step_column):
             if ids.size:
