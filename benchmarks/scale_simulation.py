@@ -29,13 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from twinlm.data.corpus import data_lines, phase_data
 from twinlm.data.mixture import MixtureDataset, phase_dataset
-from twinlm.data.store import ShardWriter, shard_names, write_documents, write_index
+from twinlm.data.store import shard_names, write_documents, write_index
 from twinlm.recipe import load_recipe
 
 SHARD_TOKENS = 2**30
