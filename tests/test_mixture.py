@@ -53,6 +53,7 @@ def test_both_twins_see_identical_batches_and_seeds_matter(tmp_path):
     assert not np.array_equal(_served(enc, 500), _served(other, 500))
     # Each stream's blocks within one pass are all distinct (a permutation, not draws with replacement).
     s, k = enc.locate(np.arange(3_000))
+    assert [enc.locate_one(i) for i in range(3_000)] == list(zip(s.tolist(), k.tolist())), "scalar = vector path"
     assert len(np.unique(k[s == 0])) == (s == 0).sum()
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from twinlm.data.packing import BlockDataset, BlockOrder, _key, _key_int, permute
+from twinlm.data.packing import BlockDataset, BlockOrder, _key, _key_int, permute, permute_int
 from twinlm.data.store import TokenStore
 
 GROUP = 4096  # samples per interleaving group: shares hold to within GROUP samples at any prefix
@@ -147,10 +147,27 @@ class MixtureDataset(Dataset):
             start = start + here
         return stream, within
 
+    def locate_one(self, i: int) -> tuple[int, int]:
+        """`locate` for one position, in plain Python ints (the same schedule, ~10x faster)."""
+        if not 0 <= i < self.num_samples:
+            raise IndexError(f"sample position {i} out of range for {self.num_samples} samples")
+        n, group = self.num_samples, i // GROUP
+        x0, x1 = group * GROUP, min((group + 1) * GROUP, n)
+        j = permute_int(i - x0, x1 - x0, _key_int(self.seed, 2, group))
+        start = 0
+        for s in range(len(self.counts)):
+            lo, hi = self.cumulative[s], self.cumulative[s + 1]
+            before = (x0 * hi) // n - (x0 * lo) // n
+            here = (x1 * hi) // n - (x1 * lo) // n - before
+            if start <= j < start + here:
+                return s, before + (j - start)
+            start += here
+        raise AssertionError("unreachable: the group's quotas cover every slot")
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s, k = self.locate([int(i)])
-        ds = self.datasets[int(s[0])]
-        return {"input_ids": torch.from_numpy(ds.block(ds.order.lookup_one(int(k[0]))))}
+        s, k = self.locate_one(int(i))
+        ds = self.datasets[s]
+        return {"input_ids": torch.from_numpy(ds.block(ds.order.lookup_one(k)))}
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         streams, within = self.locate(indices)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,7 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
+@lru_cache(maxsize=4096)  # consecutive positions share their pass/window/group keys
 def _key_int(*parts: int) -> int:
     key = 0x2545F4914F6CDD1D
     for part in parts:
@@ -125,12 +127,17 @@ def _key_int(*parts: int) -> int:
     return key
 
 
+@lru_cache(maxsize=4096)
+def _round_keys(key: int) -> tuple[int, ...]:
+    return tuple(_mix_int((key + (r + 1) * _GOLDEN) & _M64) for r in range(_ROUNDS))
+
+
 def permute_int(x: int, n: int, key: int) -> int:
     """`permute` for one value (same bijection)."""
     bits = max(2, (int(n) - 1).bit_length())
     half = (bits + 1) // 2
     mask = (1 << half) - 1
-    rounds = [_mix_int((key + (r + 1) * _GOLDEN) & _M64) for r in range(_ROUNDS)]
+    rounds = _round_keys(key)
     while True:
         left, right = x >> half, x & mask
         for k in rounds:

@@ -37,6 +37,7 @@ FRAMING_SAMPLES = 16  # first samples of each stream whose first/last ids reveal
 FRAMING_STREAMS = 4  # streams whose first samples are checked (opening every leaf of a big tree costs minutes)
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".arrow")
 _PHASE_PREFIX = re.compile(r"^(checkpoint|ext|decay)_\d+$")
+_ORDER_FILE = re.compile(r"^steps_\d+_to_\d+\.parquet$")
 
 
 @dataclass
@@ -188,7 +189,9 @@ def probe_source(source: str, ids_column: str = "input_ids", text_column: str = 
     kind = kinds.pop()
     columns = units[0].columns
     step = next((c for c in STEP_COLUMNS if c in columns), None)
-    ordered = kind == "tokens" and step is not None and all(u.kind == "file" for u in units)
+    # Training-order data: a step column, or Ettin's `steps_000001_to_000100.parquet` file names.
+    named = all(_ORDER_FILE.match(Path(u.path).name) for u in units if u.kind == "file")
+    ordered = kind == "tokens" and all(u.kind == "file" for u in units) and (step is not None or named)
     if ordered:
         phases = sorted({p.split("_")[0] for u in units for p in Path(u.path).parts if _PHASE_PREFIX.match(p)})
         if len(phases) > 1:
