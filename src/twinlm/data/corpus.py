@@ -247,6 +247,8 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
         docs = iter_token_documents(probe, data.ids_column, data.split, len(tokenizer), name)
         if data.max_documents:
             docs = itertools.islice(docs, data.max_documents)
+        total = probe.num_samples(data.split)
+        docs = _with_bar(docs, "copying token ids", min(total, data.max_documents or total) if total else None)
     else:
         docs = _tokenized(_texts(recipe, source), tokenizer, progress=True)
     split, held = HeldOutSplit(data), []
@@ -271,6 +273,14 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
     os.replace(tmp_train, train_path)
     print(split.report(str(source)), flush=True)
     return TokenStore.open(train_path), TokenStore.open(heldout_path)
+
+
+def _with_bar(items, desc: str, total: int | None):
+    """`items`, ticking one progress bar (with ETA where `total` is known)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(items, desc=desc, total=total, unit=" docs", leave=False, mininterval=1.0) as bar:
+        yield from bar
 
 
 def _texts(recipe: Recipe, source: str) -> Iterator[str]:

@@ -64,6 +64,23 @@ class SourceProbe:
     ordered: bool = False  # a training-order source: replayed as the files order it
     step_column: str | None = None
 
+    def num_samples(self, split: str = "train") -> int | None:
+        """Samples in the source, from indexes and file metadata only; None if a unit cannot say
+        (JSON lines). For progress bars."""
+        total = 0
+        for unit in self.units:
+            if unit.kind == "mds":
+                total += len(MDSDataset(unit.path))
+            elif unit.kind == "disk":
+                total += len(_open_disk(unit.path, split))
+            elif unit.kind == "file" and unit.path.suffix.lower() == ".parquet":
+                import pyarrow.parquet as pq
+
+                total += pq.ParquetFile(unit.path).metadata.num_rows
+            else:
+                return None
+        return total
+
     def describe(self) -> str:
         what = "pre-tokenized" if self.kind == "tokens" else "text"
         order = ", replayed in file order" if self.ordered else ""
