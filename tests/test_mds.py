@@ -160,3 +160,20 @@ def test_sample_count_mismatch_is_reported(tmp_path):
     (root / "index.json").write_text(json.dumps(index))
     with pytest.raises(UserError, match="holds 2 samples, the index says 3"):
         MDSDataset(root)[0]
+
+
+def test_shards_whose_columns_truly_differ_are_refused(tmp_path):
+    root = _write(tmp_path / "a", {"id": "str", "input_ids": "ndarray:uint16:2"}, [None, None],
+                  [[[b"x", np.array([1, 2], np.uint16).tobytes()]]] * 2)
+    index = json.loads((root / "index.json").read_text())
+    index["shards"][1]["column_encodings"] = ["str", "str"]  # ids as text in the second shard
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="differ from the first shard's"):
+        MDSDataset(root)
+    index["shards"][1]["column_encodings"] = ["str", "ndarray:uint32:2"]  # only the int width differs: fine
+    index["shards"][1]["raw_data"]["basename"] = "shard.00001.mds"
+    (root / "shard.00001.mds").write_bytes(_shard_bytes([[b"y", np.array([3, 70000], np.uint32).tobytes()]], [None, None]))
+    index["shards"][1]["raw_data"]["bytes"] = (root / "shard.00001.mds").stat().st_size
+    (root / "index.json").write_text(json.dumps(index))
+    ds = MDSDataset(root)
+    assert ds[0]["input_ids"].tolist() == [1, 2] and ds[1]["input_ids"].tolist() == [3, 70000]

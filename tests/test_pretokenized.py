@@ -50,14 +50,13 @@ def test_one_leaf_and_a_merged_top_level_index(tmp_path):
                 if entry.get(key):
                     entry[key]["basename"] = f"{rel}/{entry[key]['basename']}"
             shards.append(entry)
-    # A merged index mixes the leaves' encodings; the reader needs one ids encoding per index.
-    for entry in shards:
-        entry["column_encodings"] = ["str", "ndarray:uint16" if "web" in entry["raw_data"]["basename"] else "ndarray:uint32"]
-    code = [e for e in shards if "code" in e["raw_data"]["basename"]]
-    (root / "index.json").write_text(json.dumps({"version": 2, "shards": code}))
+    (root / "index.json").write_text(json.dumps({"version": 2, "shards": shards}))
     probe = probe_source(str(root))
     assert len(probe.units) == 1  # the top-level index is the stream; leaves are not read twice
-    assert [d.tolist() for d in iter_token_documents(probe)] == [_bytes(i) for i in range(1, 40, 2)]
+    # One index joining a uint32 leaf and a uint16 leaf: each shard decodes with its own encoding.
+    docs = list(iter_token_documents(probe))
+    assert [d.tolist() for d in docs] == _expected_tree_order()
+    assert docs[0].dtype == np.uint32 and docs[-1].dtype == np.uint16
 
 
 def _tables(tmp_path, docs):

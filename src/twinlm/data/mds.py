@@ -136,14 +136,21 @@ class MDSDataset:
             raise UserError(f"{index_path} is not an MDS index: it has no 'shards' list")
         if index.get("version", 2) != 2:
             raise UserError(f"{index_path}: MDS index version {index.get('version')} (only 2 is read)")
-        self.columns: dict[str, str] = {}
+        self.columns: dict[str, str] = {}  # the first shard's; later shards may differ in ndarray int width
+        self._sizes: list[list[int | None]] = []
+        self._encodings: list[list[str]] = []
         self._shards: list[_Shard] = []
         for k, entry in enumerate(index["shards"]):
             self._add_shard(entry, f"{index_path} shard {k}")
         if not self._shards:
             raise UserError(f"{index_path} lists no shards")
         names = list(self.columns)
-        self._decoders = [_decoder(enc, str(index_path)) for enc in self.columns.values()]
+        # Per shard: a merged index (streaming's merge_index) may join leaves whose ids are
+        # ndarray:uint16 in one and ndarray:uint32 in another; decoders are shared per encoding.
+        cache: dict[str, Callable[[bytes], Any]] = {}
+        for enc in {enc for encodings in self._encodings for enc in encodings}:
+            cache[enc] = _decoder(enc, str(index_path))
+        self._decoders = [[cache[enc] for enc in encodings] for encodings in self._encodings]
         self._starts = np.cumsum([0] + [s.samples for s in self._shards]).tolist()
         self._names = names
         self._cache: OrderedDict[int, bytes] = OrderedDict()
@@ -160,9 +167,12 @@ class MDSDataset:
             samples = int(entry["samples"])
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{where}: malformed shard entry ({type(e).__name__}: {e})") from None
-        if self._shards and columns != self.columns:
+        if self._shards and not _compatible(columns, self.columns):
             raise UserError(f"{where}: columns {columns} differ from the first shard's {self.columns}")
-        self.columns, self._sizes = columns, sizes
+        if not self._shards:
+            self.columns = columns
+        self._sizes.append(sizes)
+        self._encodings.append(list(columns.values()))
         raw_path = self.root / raw["basename"]
         # A local copy of the raw shard (left by an earlier decompression) spares the work.
         if compression is None or (raw_path.is_file() and raw_path.stat().st_size == raw.get("bytes")):
@@ -217,10 +227,11 @@ class MDSDataset:
         j = i - self._starts[k]
         begin, end = np.frombuffer(data, np.uint32, 2, 4 + 4 * j).tolist()
         sample = memoryview(data)[begin:end]
-        n_var = sum(size is None for size in self._sizes)
+        sizes = self._sizes[k]
+        n_var = sum(size is None for size in sizes)
         var_sizes = iter(np.frombuffer(sample, np.uint32, n_var).tolist())
         pos, out = 4 * n_var, {}
-        for name, size, decode in zip(self._names, self._sizes, self._decoders):
+        for name, size, decode in zip(self._names, sizes, self._decoders[k]):
             size = next(var_sizes) if size is None else size
             out[name] = decode(bytes(sample[pos:pos + size]))
             pos += size
@@ -229,6 +240,13 @@ class MDSDataset:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):
             yield self[i]
+
+
+def _compatible(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Same column names, and per column the same encoding or two ndarray encodings (whose
+    value dtype and shape each shard's own decoder reads)."""
+    return list(a) == list(b) and all(x == y or (x.startswith("ndarray") and y.startswith("ndarray"))
+                                      for x, y in zip(a.values(), b.values()))
 
 
 def _decompress(data: bytes, compression: str | None) -> bytes:
