@@ -112,3 +112,14 @@ def test_training_order_files_become_an_ordered_store_served_in_file_order(micro
     ds = BlockDataset(train, 4, num_samples=10, seed=123)
     kept = [r for k, r in enumerate(rows) if k % 200]  # rows 0 and 200 were held out
     assert [ds[i]["input_ids"].tolist() for i in range(10)] == kept[:10]
+
+
+def test_every_rank_of_a_multi_process_run_stops_before_the_barrier(tmp_path, monkeypatch):
+    from twinlm.data.corpus import check_sources
+
+    recipe = load_recipe("micro", [f"data.source={DATA / 'mds' / 'raw'}"])
+    check_sources(recipe, tmp_path / "data")  # one process: it will be tokenized in-process
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(UserError, match=r"not prepared and this is a multi-process run \(WORLD_SIZE=4\); run `twinlm prepare"):
+        check_sources(recipe, tmp_path / "data")
+    check_sources(load_recipe("micro"), tmp_path / "data")  # the built-in world needs no preparation

@@ -168,8 +168,10 @@ def source_kind(recipe: Recipe, source: str) -> str:
     return probe_source(source, data.ids_column, data.text_column, data.split).kind
 
 
-def check_sources(recipe: Recipe) -> None:
-    """Fail on a missing, empty or column-less source before the output folder is touched."""
+def check_sources(recipe: Recipe, cache_dir: Path | None = None) -> None:
+    """Fail on a missing, empty or column-less source before the output folder is touched. Every
+    rank runs it, so a multi-process run on an unprepared source (no prepared folder, nothing in
+    `cache_dir` from an earlier single-process run) stops on every rank at once, not at a barrier."""
     from twinlm.data.sources import iter_texts
 
     sources = dict.fromkeys(st.source for p in recipe.phases for st in recipe.streams_of(p) if st.source)
@@ -188,6 +190,16 @@ def check_sources(recipe: Recipe) -> None:
             raise UserError(f"data source {source!r} holds token ids ({'prepared' if kind == 'prepared' else 'pre-tokenized'}); "
                             "set tokenizer.name_or_path to the tokenizer they were made with "
                             "(e.g. jhu-clsp/ettin-encoder-150m for Ettin's data, or <prepared folder>/tokenizer)")
+        if kind != "prepared" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cached(recipe, source, cache_dir):
+            raise _unprepared(source)
+
+
+def _cached(recipe: Recipe, source: str, cache_dir: Path | None) -> bool:
+    """True if an earlier run left this source's stores in `cache_dir` (any tokenizer)."""
+    if cache_dir is None:
+        return False
+    key = source_key(recipe, source)
+    return any(is_store(p / "train") and is_store(p / "heldout") for p in Path(cache_dir).glob(f"{key}-*"))
 
 
 def open_prepared(source: str | Path, tokenizer, tokenizer_name: str = "the recipe's tokenizer"

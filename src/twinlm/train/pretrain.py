@@ -189,7 +189,9 @@ def pretrain(
     bad = [t for t in twins if t not in TWINS]
     if bad or not twins:
         raise UserError(f"--twins: unknown twin {bad[0] if bad else ''!r}; valid: encoder, decoder")
-    check_sources(recipe)  # a missing, empty or column-less source fails before the output folder is touched
+    # A missing, empty, column-less or (multi-process) unprepared source fails on every rank
+    # before the output folder is touched.
+    check_sources(recipe, Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "data")
     prepare_output(out, resume, overwrite)
     if resume:
         check_resume_recipe(recipe, out)
