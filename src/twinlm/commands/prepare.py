@@ -63,6 +63,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+    import warnings
+
+    # Warnings (a large held-out share, skipped files) come at the end: one line each, no source line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        code = _run(args)
+    for w in caught:
+        print(f"twinlm prepare: warning: {w.message}", file=sys.stderr)
+    return code
+
+
+def _run(args) -> int:
     from twinlm.data.prepare import merge, parse_shard
     from twinlm.errors import UserError
 

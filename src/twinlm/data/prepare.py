@@ -189,8 +189,19 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(tokenizer_path: str, counter, parent: int) -> None:
+    import threading
+
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers decides the cores
-    _WORKER.update(tokenizer=_load_worker_tokenizer(tokenizer_path), counter=counter, parent=parent)
+    _WORKER.update(tokenizer=_load_worker_tokenizer(tokenizer_path), counter=counter)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (SIGKILL leaves no time to stop the pool) exits instead of
+    living on as an orphan; its unfinished unit has no record and is redone on resume."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _load_worker_tokenizer(path: str):
@@ -271,7 +282,6 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                     with counter.get_lock():
                         counter.value += done - reported
                     reported = done
-                _check_parent()
         except sources.BadFile:
             bad.append(piece.name)
             bad_paths.add(piece.path)
@@ -289,13 +299,6 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
 
 def _run_unit_task(task) -> dict:
     return run_unit(*task)
-
-
-def _check_parent() -> None:
-    """A worker whose parent was killed stops instead of finishing its unit as an orphan."""
-    parent = _WORKER.get("parent")
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -478,7 +481,7 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         mine = [u for u in range(len(plan.units)) if u % n == i]
         done = _done_units(out, mine)
         pending = [u for u in mine if u not in done]
-        if done and progress:
+        if done:
             print(f"resuming {out}: {len(done)} of {len(mine)} units already done", file=sys.stderr)
         dtype = id_dtype(len(tok)).name
         _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress, done)
@@ -508,6 +511,7 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
     workers = max(1, min(workers, len(pending)))
     try:
         if workers == 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as in the workers: one core
             tok = _load_worker_tokenizer(str(out / "tokenizer"))
             counter = _Counter()
             for task in tasks:

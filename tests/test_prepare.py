@@ -1,0 +1,198 @@
+"""`twinlm prepare`: the stores equal a one-process tokenization, whatever the workers, units or
+machines; held-out draw; errors before work; no overwriting."""
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from twinlm.cli import main
+from twinlm.data.prepare import PrepareSettings, is_prepared, merge, parse_shard, prepare
+from twinlm.data.sources import iter_texts, read_piece, source_pieces
+from twinlm.data.store import TokenStore
+from twinlm.data.tokenizer import document_ids, load_tokenizer, train_tokenizer
+from twinlm.errors import UserError
+
+WORDS = "the quick brown fox jumps over a lazy dog while cats sleep in warm light ünï γ".split()
+
+
+def _text(rng, lo=3, hi=40):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+@pytest.fixture(scope="module")
+def tok_path(tmp_path_factory):
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("tok") / "tok"
+    train_tokenizer([_text(rng) for _ in range(500)], vocab_size=300, min_frequency=1).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tok(tok_path):
+    return load_tokenizer(str(tok_path))
+
+
+def make_corpus(root: Path, docs: int = 300) -> Path:
+    """A folder with every kind of file prepare splits: a large jsonl (byte ranges), a parquet
+    file with several row groups, a csv, small text files (one document each)."""
+    rng = random.Random(0)
+    root.mkdir(parents=True)
+    (root / "a.jsonl").write_text("".join(json.dumps({"text": _text(rng), "n": i}) + "\n" for i in range(docs)))
+    pq.write_table(pa.table({"text": [_text(rng) for _ in range(docs // 2)]}), root / "b.parquet", row_group_size=17)
+    (root / "c.csv").write_text("id,text\n" + "".join(f'{i},"{_text(rng)}"\n' for i in range(20)))
+    (root / "d").mkdir()
+    for i in range(12):
+        (root / "d" / f"{i:02d}.txt").write_text(_text(rng, 50, 200) + "\n\nsecond paragraph, same document")
+    return root
+
+
+def flat(store_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(all token ids, global document start offsets + end) of a store."""
+    store = TokenStore.open(store_path)
+    starts, base = [], 0
+    for i, shard in enumerate(store.shards):
+        starts.append(np.asarray(store.document_offsets(i))[:-1] + base)
+        base += int(shard["num_tokens"])
+    offsets = np.concatenate([*starts, [base]]) if starts else np.array([0])
+    return np.asarray(store.tokens[0:store.num_tokens]), offsets
+
+
+def docs_of(store_path: Path) -> list[list[int]]:
+    tokens, offsets = flat(store_path)
+    return [tokens[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def run(source, tok, out, **kw):
+    settings = PrepareSettings(**{k: kw.pop(k) for k in list(kw) if k in PrepareSettings.__dataclass_fields__})
+    return prepare(str(source), tok, out, settings, progress=False, **kw)
+
+
+def test_pieces_read_exactly_what_iter_texts_reads(tmp_path):
+    rng = random.Random(3)
+    text = "\ufeff" + "".join(_text(rng, 1, 9).replace("a ", "a\r").replace("o ", "o\n")
+                              + rng.choice(["\n\n", "\n \n", "\r\n\r\n", "\n\n\n"]) for _ in range(300))
+    (tmp_path / "p.txt").write_text(text, encoding="utf-8", newline="")
+    for piece_bytes in (1, 5, 64, 999, 1 << 30):  # cuts anywhere: inside characters, lines, paragraphs
+        pieces = source_pieces(str(tmp_path / "p.txt"), piece_bytes=piece_bytes)
+        assert [t for p in pieces for _, t, _ in read_piece(p)] == list(iter_texts(str(tmp_path / "p.txt")))
+
+
+def test_workers_and_units_do_not_change_the_stores(tmp_path, tok):
+    corpus = make_corpus(tmp_path / "corpus")
+    one = run(corpus, tok, tmp_path / "w1", workers=1, unit_bytes=2000, heldout_share=0.05)
+    two = run(corpus, tok, tmp_path / "w2", workers=2, unit_bytes=2000, heldout_share=0.05)
+    assert one.units == two.units > 4  # really cut into many units
+    for split in ("train", "heldout"):
+        a, b = flat(tmp_path / "w1" / split), flat(tmp_path / "w2" / split)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert TokenStore.open(tmp_path / "w1" / "train").num_documents == one.train_documents
+    # Every document of the one-process tokenization is in exactly one split, in source order.
+    reference = document_ids(tok, list(iter_texts(str(corpus))))
+    train, held = docs_of(tmp_path / "w1" / "train"), docs_of(tmp_path / "w1" / "heldout")
+    assert sorted(train + held) == sorted(reference)
+    held_set = {tuple(d) for d in held}
+    assert train == [d for d in reference if tuple(d) not in held_set]
+    assert 0 < len(held) < 0.15 * len(reference)
+    # Other unit sizes: same documents, same held-out choice (the hash follows the source position).
+    run(corpus, tok, tmp_path / "big", workers=1, unit_bytes=1 << 30, heldout_share=0.05)
+    assert docs_of(tmp_path / "big" / "heldout") == held and docs_of(tmp_path / "big" / "train") == train
+    meta = json.loads((tmp_path / "w1" / "prepare.json").read_text())
+    assert meta["complete"] and meta["train"]["documents"] == len(train)
+    assert is_prepared(tmp_path / "w1") and not (tmp_path / "w1" / ".units").exists()
+    assert load_tokenizer(str(tmp_path / "w1" / "tokenizer")).get_vocab() == tok.get_vocab()
+
+
+def test_shards_roll_over_and_merge_equals_one_machine(tmp_path, tok):
+    corpus = make_corpus(tmp_path / "corpus")
+    kw = dict(unit_bytes=3000, shard_tokens=500, heldout_share=0.1, heldout_max_documents=5)
+    whole = run(corpus, tok, tmp_path / "whole", workers=2, **kw)
+    assert whole.shards > whole.units  # units wrote several shards each
+    assert whole.heldout_documents == 5  # the cap binds; the other candidates went back to training
+    parts = []
+    for i in range(3):
+        part = run(corpus, tok, tmp_path / f"part{i}", workers=1, shard=(i, 3), **kw)
+        assert not part.complete and not is_prepared(tmp_path / f"part{i}")
+        parts.append(tmp_path / f"part{i}")
+    with pytest.raises(UserError, match=r"parts 2/3 are missing"):
+        merge(parts[:2], tmp_path / "merged")
+    merged = merge(parts, tmp_path / "merged")
+    assert (merged.train_documents, merged.heldout_documents) == (whole.train_documents, whole.heldout_documents)
+    for split in ("train", "heldout"):
+        a, b = flat(tmp_path / "whole" / split), flat(tmp_path / "merged" / split)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # Hard links, not copies: the part's shard file and the merged one are the same inode.
+    first = TokenStore.open(tmp_path / "merged" / "train").shards[0]["tokens"]
+    part_file = tmp_path / "part0" / ".units" / "u000000" / "shard-000000.bin"
+    assert (tmp_path / "merged" / "train" / first).stat().st_ino == part_file.stat().st_ino
+    assert is_prepared(tmp_path / "merged")
+    with pytest.raises(UserError, match="already exists"):
+        merge(parts, tmp_path / "merged")
+
+
+def test_heldout_never_takes_a_small_corpus(tmp_path, tok):
+    (tmp_path / "one.txt").write_text("a single document")
+    with pytest.warns(UserWarning, match="held-out split is empty"):
+        s = run(tmp_path / "one.txt", tok, tmp_path / "p1", heldout_share=0.99)
+    assert (s.train_documents, s.heldout_documents) == (1, 0)
+    (tmp_path / "few.txt").write_text("\n\n".join(f"document {w}" for w in WORDS[:10]))
+    with pytest.warns(UserWarning, match=r"held-out split is 1 of 10 documents \(10%\)"):
+        s = run(tmp_path / "few.txt", tok, tmp_path / "p2")  # 0.5% of 10: the lowest hash is held out
+    assert (s.train_documents, s.heldout_documents) == (9, 1)
+    with pytest.warns(UserWarning, match="9 of 10 documents"):
+        s = run(tmp_path / "few.txt", tok, tmp_path / "p3", heldout_share=0.999)
+    assert s.train_documents == 1  # at least one document trains
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = run(make_corpus(tmp_path / "big", docs=2000), tok, tmp_path / "p4", unit_bytes=20_000)
+    assert 0 < s.heldout_documents < 0.02 * (s.train_documents + s.heldout_documents)
+
+
+def test_errors_before_work_and_no_overwrite(tmp_path, tok, tok_path, capsys):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": 1, "body": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"no text column 'text' and no token-id column 'input_ids'; columns found: id, body"):
+        run(tmp_path / "rows.jsonl", tok, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="no such file or folder"):
+        run(tmp_path / "missing.txt", tok, tmp_path / "out")
+    for spec in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(UserError, match="--shard"):
+            parse_shard(spec)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(WORDS))
+    assert main(["prepare", str(corpus), "--tokenizer", str(tmp_path / "no-tok"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot load tokenizer" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    args = ["prepare", str(corpus), "--tokenizer", str(tok_path), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 0
+    before = (tmp_path / "o" / "train" / "index.json").read_text()
+    assert main(args) == 2
+    assert "already holds a complete prepared corpus; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--heldout-share", "0.3"]) == 0
+    assert (tmp_path / "o" / "train" / "index.json").read_text() != before
+    assert "prepared" in capsys.readouterr().out
+
+
+def test_unfinished_prepare_with_another_tokenizer_is_refused(tmp_path, tok):
+    corpus = make_corpus(tmp_path / "corpus")
+    run(corpus, tok, tmp_path / "part", shard=(0, 2), unit_bytes=3000)  # unfinished as a whole
+    other = train_tokenizer([_text(random.Random(9)) for _ in range(200)], vocab_size=280, min_frequency=1)
+    with pytest.raises(UserError, match=r"unfinished prepare of a different job: tokenizer"):
+        run(corpus, other, tmp_path / "part", shard=(0, 2), unit_bytes=3000)
+    with pytest.raises(UserError, match=r"unit_bytes \(3000 there, 4000 now\)"):
+        run(corpus, tok, tmp_path / "part", shard=(0, 2), unit_bytes=4000)
+    units = sorted((tmp_path / "part" / ".progress").iterdir())
+    assert units  # the refusals left the earlier work alone
+    s = run(corpus, other, tmp_path / "part", shard=(0, 2), unit_bytes=3000, overwrite=True)
+    assert s.units_done_now == s.units
+
+
+def test_help_explains_the_three_forms(capsys):
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert "--tokenizer" in out and "--merge" in out and "--shard" in out and "resum" in out.lower()
