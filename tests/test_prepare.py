@@ -196,3 +196,63 @@ def test_help_explains_the_three_forms(capsys):
         main(["prepare", "--help"])
     out = capsys.readouterr().out
     assert "--tokenizer" in out and "--merge" in out and "--shard" in out and "resum" in out.lower()
+
+
+MDS = Path(__file__).parent / "data" / "mds"
+
+
+def _source_kinds(tmp_path: Path) -> dict[str, tuple[str, dict]]:
+    import datasets
+
+    rng = random.Random(5)
+    rows = [{"text": _text(rng), "id": i} for i in range(40)]
+    (tmp_path / "l.json").write_text(json.dumps(rows))
+    (tmp_path / "t.tsv").write_text("id\tbody\n" + "".join(f"{r['id']}\t{r['text']}\n" for r in rows))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:5]), "validation": datasets.Dataset.from_list(rows)}
+                         ).save_to_disk(str(tmp_path / "disk"))
+    (tmp_path / "txt").mkdir()
+    for i in range(6):
+        (tmp_path / "txt" / f"{i}.txt").write_text(_text(rng))
+    return {"mds raw": (str(MDS / "raw"), {}), "mds zstd": (str(MDS / "zstd"), {}), "json list": (str(tmp_path / "l.json"), {}),
+            "tsv": (str(tmp_path / "t.tsv"), {"text_column": "body"}),
+            "save_to_disk": (str(tmp_path / "disk"), {"split": "validation"}), "glob": (f"{tmp_path}/txt/[1-4].txt", {})}
+
+
+def test_every_text_format_prepares_to_its_texts(tmp_path, tok):
+    for kind, (source, kw) in _source_kinds(tmp_path).items():
+        with pytest.warns(UserWarning, match="held-out split is empty"):
+            s = run(source, tok, tmp_path / kind.replace(" ", "_"), heldout_share=0.0, unit_bytes=1500, workers=1, **kw)
+        expected = document_ids(tok, list(iter_texts(source, **kw)))
+        assert docs_of(tmp_path / kind.replace(" ", "_") / "train") == expected, kind
+        assert s.train_documents == len(expected) > 0
+
+
+def test_hub_dataset_streams_through_one_unit(tmp_path, tok, monkeypatch):
+    import datasets
+
+    class Stream:
+        column_names = ["text", "url"]
+
+        def __iter__(self):
+            yield from ({"text": f"hub document {i} " + WORDS[i % len(WORDS)], "url": "u"} for i in range(30))
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: Stream())
+    s = run("someowner/corpus", tok, tmp_path / "hub", workers=1)
+    assert s.units == 1 and s.train_documents + s.heldout_documents == 30
+
+
+def test_recipe_form_takes_source_tokenizer_and_seed_from_the_recipe(tmp_path, tok_path, capsys):
+    corpus = make_corpus(tmp_path / "corpus")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ndata:\n  source: {corpus}\ntokenizer:\n  name_or_path: {tok_path}\n"
+                      "training:\n  seed: 7\n")
+    assert main(["prepare", str(recipe), "--out", str(tmp_path / "P"), "--no-progress", "--workers", "1"]) == 0
+    meta = json.loads((tmp_path / "P" / "prepare.json").read_text())
+    assert meta["complete"] and meta["settings"]["seed"] == 7 and meta["tokenizer"]["name_or_path"] == str(tok_path)
+    assert meta["source"]["source"] == str(corpus)
+    # Without a tokenizer in the recipe, one is trained on the corpus and kept with the stores.
+    recipe.write_text(f"name: r\ndata:\n  source: {corpus}\ntokenizer:\n  vocab_size: 280\n  min_frequency: 1\n")
+    assert main(["prepare", str(recipe), "--out", str(tmp_path / "T"), "--no-progress", "--workers", "1"]) == 0
+    assert len(load_tokenizer(str(tmp_path / "T" / "tokenizer"))) == 280
+    assert main(["prepare", "micro", "--out", str(tmp_path / "W")]) == 2
+    assert "built-in world" in capsys.readouterr().err
