@@ -270,7 +270,12 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
         reported = 0
         try:
             if piece.kind == "tokens":
+                vocab = len(tok)
                 for pos, ids, _ in _token_docs(piece, settings):
+                    if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+                        bad_id = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+                        raise UserError(f"{piece.path}: document {pos} holds token id {bad_id}, outside the "
+                                        f"tokenizer's vocabulary of {vocab}; prepare it with the tokenizer it was made with")
                     place(piece.name, pos, ids)
                 continue
             stream = _texts_of(piece, settings)
