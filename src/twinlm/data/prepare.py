@@ -279,7 +279,15 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                     place(piece.name, pos, ids)
                 continue
             stream = _texts_of(piece, settings)
-            while batch := list(islice(stream, TOKENIZE_BATCH)):
+            failed = False
+            while not failed:
+                batch = []
+                try:
+                    batch += islice(stream, TOKENIZE_BATCH)
+                except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
+                    failed = True
+                if not batch:
+                    break
                 for (pos, _, _), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
                     place(piece.name, pos, np.asarray(ids, dtype=np.int64))
                 done = batch[-1][2]
@@ -287,6 +295,8 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                     with counter.get_lock():
                         counter.value += done - reported
                     reported = done
+            if failed:
+                raise sources.BadFile(piece.path)
         except sources.BadFile:
             bad.append(piece.name)
             bad_paths.add(piece.path)
@@ -676,7 +686,7 @@ def finalize(parts: list[Path], out: Path, move: bool, summary: Summary | None =
     if share > 0.05:
         summary.warnings.append(f"the held-out split is {len(heldout_docs)} of {documents} documents ({share:.0%}): "
                                 "the corpus is small; training sees the rest")
-    if not heldout_docs:
+    if not heldout_docs and settings["heldout_share"] > 0:
         summary.warnings.append(f"the held-out split is empty ({documents} document(s)); held-out evaluation has no data")
     for w in summary.warnings:
         warnings.warn(w, UserWarning, stacklevel=2)
@@ -731,7 +741,11 @@ def _write_docs_store(folder: Path, dtype, records: dict, docs: list, extra: dic
     writer = ShardWriter(tmp, 0, dtype)
     for u, _, where in docs:
         writer.add(_read_doc(records[u][0], records[u][1], where, dtype))
-    write_index(tmp, dtype, [writer.close()] if docs else [], **extra)
+    entry = writer.close()
+    if not docs:  # an empty store: no shard at all
+        for name in (entry["tokens"], entry["docs"]):
+            (tmp / name).unlink()
+    write_index(tmp, dtype, [entry] if docs else [], **extra)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
