@@ -25,31 +25,35 @@ a corpus of two or more documents whose hashes picked none gives its lowest-hash
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
-from itertools import islice
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from twinlm.data import sources
-from twinlm.data.store import ShardWriter, id_dtype, shard_names, write_index
+from twinlm.data.prepare_finalize import META, Summary, finalize
+from twinlm.data.prepare_units import (
+    _MIB,
+    auto_unit_bytes,
+    layout_fingerprint,
+    load_worker_tokenizer,
+    plan_units,
+    record_path,
+    run_unit,
+    run_unit_task,
+    worker_init,
+    write_json,
+)
+from twinlm.data.store import id_dtype
 from twinlm.errors import UserError
 
 FORMAT = "twinlm-prepared"
 VERSION = 1
-META = "prepare.json"
-UNITS, PROGRESS, LOCK = ".units", ".progress", ".lock"
-TOKENIZE_BATCH = 256
+LOCK = ".lock"
 IDS_COLUMN = "input_ids"
-_MIB = 1 << 20
 
 
 @dataclass
@@ -75,35 +79,6 @@ class PrepareSettings:
             raise UserError(f"--unit-bytes must be >= 1, got {self.unit_bytes}")
 
 
-@dataclass
-class Summary:
-    """What a finished prepare wrote (printed as its last line)."""
-
-    out: Path
-    train_documents: int = 0
-    train_tokens: int = 0
-    heldout_documents: int = 0
-    heldout_tokens: int = 0
-    shards: int = 0
-    units: int = 0
-    units_done_now: int = 0
-    seconds: float = 0.0
-    complete: bool = True
-    part: tuple[int, int] = (0, 1)
-    warnings: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        if not self.complete:
-            i, n = self.part
-            return (f"prepared part {i}/{n} of {self.out}: {self.units} units ({self.units_done_now} now) in "
-                    f"{self.seconds:.1f} s; when every part is done: twinlm prepare --merge PART ... --out P")
-        rate = self.train_tokens / max(self.seconds, 1e-9)
-        return (f"prepared {self.out}: train {self.train_documents:,} documents, {self.train_tokens:,} tokens "
-                f"({self.shards} shards); held-out {self.heldout_documents:,} documents, "
-                f"{self.heldout_tokens:,} tokens; {self.units} units ({self.units_done_now} now) in "
-                f"{self.seconds:.1f} s ({rate:,.0f} tokens/s)")
-
-
 def parse_shard(spec: str | None) -> tuple[int, int]:
     """'i/n' -> (i, n) with 0 <= i < n; None -> (0, 1)."""
     if spec is None:
@@ -115,212 +90,6 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise UserError(f"--shard {spec}: need 0 <= i < n")
     return i, n
-
-
-def heldout_hash(seed: int, name: str, position: int) -> float:
-    """A document's place in [0, 1) for the held-out draw: depends on where it is in the source,
-    never on which worker or machine read it."""
-    digest = hashlib.blake2b(f"{seed}\0{name}\0{position}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
-
-
-# --- the layout -----------------------------------------------------------------------------
-
-def plan_units(pieces: list[sources.Piece], unit_bytes: int) -> list[list[sources.Piece]]:
-    """Consecutive pieces grouped into units of about `unit_bytes`. A unit holds pieces of one
-    file (or folder), or several whole small files; never parts of two large files, so that a
-    file found bad mid-way drops only units of its own."""
-    units: list[list[sources.Piece]] = []
-    size = 0
-    for piece in pieces:
-        last = units[-1][-1] if units else None
-        joinable = last is not None and (
-            last.path == piece.path or (last.kind in sources.WHOLE_FILE_KINDS and piece.kind in sources.WHOLE_FILE_KINDS))
-        if joinable and size + piece.size <= unit_bytes and piece.kind not in ("hub", "tokens"):
-            units[-1].append(piece)
-            size += piece.size
-        else:
-            units.append([piece])
-            size = piece.size
-    return units
-
-
-def auto_unit_bytes(total: int) -> int:
-    # About 256 units for corpora up to 64 GiB (enough to keep many workers busy and the bar
-    # moving); past that, 256 MiB units keep the unit and shard count near total/256 MiB.
-    return int(min(256 * _MIB, max(_MIB, total // 256)))
-
-
-def layout_fingerprint(units: list[list[sources.Piece]]) -> str:
-    """Hash of the units as (kind, name, range, size): equal on every machine that sees the same
-    files, whatever their absolute paths or modification times."""
-    rows = [[[p.kind, p.name, p.start, p.stop, p.size] for p in unit] for unit in units]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
-
-
-# --- one unit of work -----------------------------------------------------------------------
-
-class _RollingShards:
-    """ShardWriters numbered 0, 1, ... in one folder; a new one once `limit` tokens are reached."""
-
-    def __init__(self, folder: Path, dtype, limit: int):
-        self.folder, self.dtype, self.limit = folder, dtype, limit
-        self.entries: list[dict] = []
-        self._writer: ShardWriter | None = None
-
-    def add(self, ids: np.ndarray) -> tuple[int, int]:
-        """Append one document; returns (shard number, document number in that shard)."""
-        w = self._writer
-        if w is None or (w.num_tokens and w.num_tokens + len(ids) > self.limit):
-            if w is not None:
-                self.entries.append(w.close())
-            w = self._writer = ShardWriter(self.folder, len(self.entries), self.dtype)
-        w.add(ids)
-        return len(self.entries), w.num_documents - 1
-
-    def close(self) -> list[dict]:
-        if self._writer is not None:
-            self.entries.append(self._writer.close())
-            self._writer = None
-        return self.entries
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(tokenizer_path: str, counter, parent: int) -> None:
-    import threading
-
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers decides the cores
-    _WORKER.update(tokenizer=_load_worker_tokenizer(tokenizer_path), counter=counter)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker whose parent was killed (SIGKILL leaves no time to stop the pool) exits instead of
-    living on as an orphan; its unfinished unit has no record and is redone on resume."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _load_worker_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.model_max_length = sys.maxsize  # documents are never truncated; silences the length warning
-    return tok
-
-
-def _unit_dir(out: Path, u: int) -> Path:
-    return out / UNITS / f"u{u:06d}"
-
-
-def _record_path(out: Path, u: int) -> Path:
-    return out / PROGRESS / f"unit-{u:06d}.json"
-
-
-def _texts_of(piece: sources.Piece, settings: PrepareSettings):
-    return sources.read_piece(piece, settings.text_column, settings.split)
-
-
-def _token_docs(piece: sources.Piece, settings: PrepareSettings):
-    """(position, ids, bytes done) of a pre-tokenized source (data-core's reader)."""
-    from twinlm.data.pretokenized import iter_token_documents
-
-    for i, ids in enumerate(iter_token_documents(piece.path)):
-        yield i, np.asarray(ids), 0
-
-
-def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSettings, dtype: str,
-             tokenizer=None, counter=None) -> dict:
-    """Tokenize one unit into `out/.units/uNNNNNN/` and record it; returns the record."""
-    from twinlm.data.tokenizer import document_ids
-
-    tok = tokenizer if tokenizer is not None else _WORKER["tokenizer"]
-    counter = counter if counter is not None else _WORKER.get("counter")
-    folder = _unit_dir(out, u)
-    shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
-    dtype = np.dtype(dtype)
-    train = _RollingShards(folder, dtype, settings.shard_tokens)
-    held = ShardWriter(folder / "heldout", 0, dtype)
-    held_hash: list[float] = []
-    held_ordinal: list[int] = []
-    best: list | None = None  # [hash, shard, doc, ordinal] of the lowest-hash training document
-    ordinal, tokens, bad, bad_paths = 0, 0, [], set()
-    share = settings.heldout_share
-
-    def place(name: str, pos: int, ids: np.ndarray) -> None:
-        nonlocal ordinal, tokens, best
-        h = heldout_hash(settings.seed, name, pos)
-        if h < share:
-            held.add(ids)
-            held_hash.append(h)
-            held_ordinal.append(ordinal)
-        else:
-            k, j = train.add(ids)
-            if best is None or h < best[0]:
-                best = [h, k, j, ordinal]
-        ordinal += 1
-        tokens += len(ids)
-
-    for piece in pieces:
-        if piece.path in bad_paths:  # iter_texts skips the rest of a bad file
-            continue
-        reported = 0
-        try:
-            if piece.kind == "tokens":
-                vocab = len(tok)
-                for pos, ids, _ in _token_docs(piece, settings):
-                    if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
-                        bad_id = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
-                        raise UserError(f"{piece.path}: document {pos} holds token id {bad_id}, outside the "
-                                        f"tokenizer's vocabulary of {vocab}; prepare it with the tokenizer it was made with")
-                    place(piece.name, pos, ids)
-                continue
-            stream = _texts_of(piece, settings)
-            failed = False
-            while not failed:
-                batch = []
-                try:
-                    batch += islice(stream, TOKENIZE_BATCH)
-                except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
-                    failed = True
-                if not batch:
-                    break
-                for (pos, _, _), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
-                    place(piece.name, pos, np.asarray(ids, dtype=np.int64))
-                done = batch[-1][2]
-                if counter is not None and done > reported:
-                    with counter.get_lock():
-                        counter.value += done - reported
-                    reported = done
-            if failed:
-                raise sources.BadFile(piece.path)
-        except sources.BadFile:
-            bad.append(piece.name)
-            bad_paths.add(piece.path)
-        if counter is not None and piece.size > reported:
-            with counter.get_lock():
-                counter.value += piece.size - reported
-    record = {
-        "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
-        "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal},
-        "lowest": best, "bad": bad, "paths": sorted({p.path for p in pieces}),
-    }
-    _write_json(_record_path(out, u), record)
-    return record
-
-
-def _run_unit_task(task) -> dict:
-    return run_unit(*task)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 # --- the whole prepare ----------------------------------------------------------------------
@@ -465,7 +234,7 @@ def _done_units(out: Path, mine: list[int]) -> dict[int, dict]:
     done = {}
     for u in mine:
         try:
-            done[u] = json.loads(_record_path(out, u).read_text())
+            done[u] = json.loads(record_path(out, u).read_text())
         except (OSError, ValueError):
             pass
     return done
@@ -489,7 +258,7 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
     lock = _Lock(out)
     try:
         if old is None:
-            _write_json(out / META, meta)
+            write_json(out / META, meta)
         if not (out / "tokenizer" / "tokenizer.json").is_file():
             tok.save_pretrained(out / "tokenizer")
         i, n = shard
@@ -502,11 +271,11 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress, done)
         summary = Summary(out=out, units=len(mine), units_done_now=len(pending), part=shard)
         if n == 1:
-            finalize([out], out, move=True, summary=summary)
+            finalize(*_unit_records([out]), [out], out, move=True, summary=summary)
         else:
             meta = read_meta(out)
             meta["units_done"] = True
-            _write_json(out / META, meta)
+            write_json(out / META, meta)
             summary.complete = False
         summary.seconds = time.time() - start
         return summary
@@ -527,7 +296,7 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
     try:
         if workers == 1:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as in the workers: one core
-            tok = _load_worker_tokenizer(str(out / "tokenizer"))
+            tok = load_worker_tokenizer(str(out / "tokenizer"))
             counter = _Counter()
             for task in tasks:
                 record = run_unit(*task, tokenizer=tok, counter=counter)
@@ -535,8 +304,8 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Value("q", 0)
-        with ctx.Pool(workers, _worker_init, (str(out / "tokenizer"), counter, os.getpid())) as pool:
-            results = pool.imap_unordered(_run_unit_task, tasks)
+        with ctx.Pool(workers, worker_init, (str(out / "tokenizer"), counter, os.getpid())) as pool:
+            results = pool.imap_unordered(run_unit_task, tasks)
             remaining = len(tasks)
             while remaining:
                 try:
@@ -582,34 +351,6 @@ def _tick(bar, value: int, record: dict | None) -> None:
     bar.set_postfix_str(f"{bar.tokens / max(1e-9, time.time() - bar.started):,.0f} tokens/s", refresh=False)
 
 
-# --- from units to stores -------------------------------------------------------------------
-
-def _place(src: Path, dst: Path, move: bool) -> None:
-    """Put a finished shard file at its final name: moved (one machine), else hard-linked (no copy,
-    the part stays intact), copied only across file systems. Safe to repeat after an interruption."""
-    if not src.exists():
-        if dst.exists():
-            return  # moved by an earlier, interrupted finalize
-        raise UserError(f"{src} is missing: the prepared part is damaged; re-run its prepare")
-    if dst.exists() or dst.is_symlink():
-        dst.unlink()
-    if move:
-        os.replace(src, dst)
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def _docs(folder: Path, entry: dict, dtype) -> tuple[np.memmap, np.ndarray]:
-    n = int(entry["num_tokens"])
-    tokens = np.memmap(folder / entry["tokens"], dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(n,)) \
-        if n else np.zeros(0, dtype)
-    offsets = np.fromfile(folder / entry["docs"], dtype="<i8")
-    return tokens, offsets
-
-
 def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]]:
     """(meta of the first part, unit -> (part folder, record)), checking the parts are one job."""
     metas = []
@@ -644,145 +385,6 @@ def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]
     return first, records
 
 
-def finalize(parts: list[Path], out: Path, move: bool, summary: Summary | None = None) -> Summary:
-    """Lay every unit's shards out, in unit order, as `out/train` and `out/heldout`, and mark
-    `out/prepare.json` complete. Deterministic: the same units give the same stores."""
-    meta, records = _unit_records(parts)
-    summary = summary or Summary(out=out, units=len(records))
-    settings = meta["settings"]
-    dtype = id_dtype(meta["tokenizer"]["vocab_size"])
-    kept = _drop_after_bad_files(records, summary)
-    # Held-out: the lowest hashes among the candidates, at most heldout_max_documents.
-    candidates = sorted((h, u, c, records[u][1]["heldout"]["ordinals"][c])
-                        for u in kept for c, h in enumerate(records[u][1]["heldout"]["hashes"]))
-    held, returned = candidates[:settings["heldout_max_documents"]], candidates[settings["heldout_max_documents"]:]
-    documents = sum(records[u][1]["documents"] for u in kept)
-    trained = sum(e["num_documents"] for u in kept for e in records[u][1]["train"]) + len(returned)
-    if documents == 0:
-        raise UserError(f"empty corpus: no usable text in '{meta['source']['source']}'")
-    if trained == 0:  # never all of a corpus: the highest-hash candidate trains
-        returned.append(held.pop())
-    lowest = None
-    if not held and documents >= 2 and settings["heldout_share"] > 0 and settings["heldout_max_documents"] > 0:
-        lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
-    heldout_docs = sorted([(u, o, ("candidate", c)) for _, u, c, o in held]
-                          + ([(lowest[4], lowest[3], ("train", lowest[1], lowest[2]))] if lowest else []))
-    extra = {"tokenizer": meta["tokenizer"]["fingerprint"], "layout": meta["source"]["layout"],
-             "fingerprint": f"{meta['source']['layout']}-{meta['tokenizer']['fingerprint']}"}
-    _write_docs_store(out / "heldout", dtype, records, heldout_docs, extra)
-    shards = _lay_out_train(out / "train", dtype, records, kept, lowest, move)
-    if returned:
-        writer = ShardWriter(out / "train", len(shards), dtype)
-        for _, u, c, _ in sorted(returned, key=lambda x: (x[1], x[3])):
-            writer.add(_read_doc(records[u][0], records[u][1], ("candidate", c), dtype))
-        shards.append(writer.close())
-    write_index(out / "train", dtype, shards, **extra)
-    train_tokens = sum(s["num_tokens"] for s in shards)
-    heldout_tokens = json.loads((out / "heldout" / "index.json").read_text())["num_tokens"]
-    summary.train_documents = sum(s["num_documents"] for s in shards)
-    summary.train_tokens, summary.shards = train_tokens, len(shards)
-    summary.heldout_documents, summary.heldout_tokens = len(heldout_docs), heldout_tokens
-    share = len(heldout_docs) / documents
-    if share > 0.05:
-        summary.warnings.append(f"the held-out split is {len(heldout_docs)} of {documents} documents ({share:.0%}): "
-                                "the corpus is small; training sees the rest")
-    if not heldout_docs and settings["heldout_share"] > 0:
-        summary.warnings.append(f"the held-out split is empty ({documents} document(s)); held-out evaluation has no data")
-    for w in summary.warnings:
-        warnings.warn(w, UserWarning, stacklevel=2)
-    final = dict(meta, complete=True, shard=None, parts=[str(p) for p in parts] if not move else None,
-                 train={"documents": summary.train_documents, "tokens": train_tokens, "shards": len(shards)},
-                 heldout={"documents": len(heldout_docs), "tokens": heldout_tokens})
-    final.pop("units_done", None)
-    if out not in parts:  # a merge: the tokenizer comes from the first part
-        if not (out / "tokenizer").exists():
-            shutil.copytree(parts[0] / "tokenizer", out / "tokenizer")
-    _write_json(out / META, final)
-    if move:
-        shutil.rmtree(out / UNITS, ignore_errors=True)
-        shutil.rmtree(out / PROGRESS, ignore_errors=True)
-    return summary
-
-
-def _drop_after_bad_files(records: dict, summary: Summary) -> list[int]:
-    """Units in order, without those after the unit where a file turned out binary or not UTF-8
-    (iter_texts skips the rest of such a file; its later units hold nothing else)."""
-    bad_from: dict[str, int] = {}
-    kept = []
-    for u in sorted(records):
-        record = records[u][1]
-        paths = record["paths"]
-        if len(paths) == 1 and paths[0] in bad_from:
-            continue
-        kept.append(u)
-        for name in record["bad"]:
-            bad_from.setdefault(paths[0] if len(paths) == 1 else name, u)
-    if bad_from:
-        summary.warnings.append(f"skipped the rest of {len(bad_from)} file(s) that are binary or not valid UTF-8 "
-                                f"(e.g. {next(iter(bad_from))})")
-    return kept
-
-
-def _read_doc(part: Path, record: dict, where: tuple, dtype) -> np.ndarray:
-    folder = _unit_dir(part, record["unit"])
-    if where[0] == "candidate":
-        tokens, offsets = _docs(folder / "heldout", record["heldout"]["shard"], dtype)
-        j = where[1]
-    else:
-        tokens, offsets = _docs(folder, record["train"][where[1]], dtype)
-        j = where[2]
-    return np.asarray(tokens[offsets[j]:offsets[j + 1]])
-
-
-def _write_docs_store(folder: Path, dtype, records: dict, docs: list, extra: dict) -> None:
-    """A small store (the held-out split) written fresh from (unit, ordinal, where) documents."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writer = ShardWriter(tmp, 0, dtype)
-    for u, _, where in docs:
-        writer.add(_read_doc(records[u][0], records[u][1], where, dtype))
-    entry = writer.close()
-    if not docs:  # an empty store: no shard at all
-        for name in (entry["tokens"], entry["docs"]):
-            (tmp / name).unlink()
-    write_index(tmp, dtype, [entry] if docs else [], **extra)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def _lay_out_train(folder: Path, dtype, records: dict, kept: list[int], lowest, move: bool) -> list[dict]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "index.json").unlink(missing_ok=True)
-    shards = []
-    for u in kept:
-        part, record = records[u]
-        unit = _unit_dir(part, u)
-        for k, entry in enumerate(record["train"]):
-            src_folder = unit
-            if lowest and lowest[4] == u and lowest[1] == k:  # this shard gives its lowest-hash document
-                entry = _without_doc(unit, entry, lowest[2], dtype)
-                src_folder = unit / "rewritten"
-            if entry["num_documents"] == 0:
-                continue
-            tokens_name, docs_name = shard_names(len(shards))
-            _place(src_folder / entry["tokens"], folder / tokens_name, move)
-            _place(src_folder / entry["docs"], folder / docs_name, move)
-            shards.append(dict(entry, tokens=tokens_name, docs=docs_name))
-    return shards
-
-
-def _without_doc(unit: Path, entry: dict, j: int, dtype) -> dict:
-    """A copy of one shard without document `j`, in `unit/rewritten/` (the original is kept, so
-    this can be redone after an interruption)."""
-    tokens, offsets = _docs(unit, entry, dtype)
-    number = int(entry["tokens"].removeprefix("shard-").removesuffix(".bin"))
-    writer = ShardWriter(unit / "rewritten", number, dtype)
-    for d in range(len(offsets) - 1):
-        if d != j:
-            writer.add(np.asarray(tokens[offsets[d]:offsets[d + 1]]))
-    return writer.close()
-
-
 def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Summary:
     """Merge the parts of a `--shard i/n` prepare into one prepared folder equal to a one-machine
     prepare. Token files are hard-linked (no copy, the parts stay usable) where `out` is on the
@@ -804,7 +406,7 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         shutil.rmtree(out)
     lock = _Lock(out)
     try:
-        summary = finalize(parts, out, move=False)
+        summary = finalize(*_unit_records(parts), parts, out, move=False)
         summary.seconds = time.time() - start
         return summary
     finally:

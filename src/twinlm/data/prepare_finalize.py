@@ -1,0 +1,214 @@
+"""The last step of `twinlm prepare` (and all of `--merge`): finished units become the train and
+held-out stores, in unit order, so the result is the same whoever did the units."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from twinlm.data.prepare_units import PROGRESS, UNITS, unit_dir, write_json
+from twinlm.data.store import ShardWriter, id_dtype, shard_names, write_index
+from twinlm.errors import UserError
+
+META = "prepare.json"
+
+
+@dataclass
+class Summary:
+    """What a finished prepare wrote (printed as its last line)."""
+
+    out: Path
+    train_documents: int = 0
+    train_tokens: int = 0
+    heldout_documents: int = 0
+    heldout_tokens: int = 0
+    shards: int = 0
+    units: int = 0
+    units_done_now: int = 0
+    seconds: float = 0.0
+    complete: bool = True
+    part: tuple[int, int] = (0, 1)
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if not self.complete:
+            i, n = self.part
+            return (f"prepared part {i}/{n} of {self.out}: {self.units} units ({self.units_done_now} now) in "
+                    f"{self.seconds:.1f} s; when every part is done: twinlm prepare --merge PART ... --out P")
+        rate = self.train_tokens / max(self.seconds, 1e-9)
+        return (f"prepared {self.out}: train {self.train_documents:,} documents, {self.train_tokens:,} tokens "
+                f"({self.shards} shards); held-out {self.heldout_documents:,} documents, "
+                f"{self.heldout_tokens:,} tokens; {self.units} units ({self.units_done_now} now) in "
+                f"{self.seconds:.1f} s ({rate:,.0f} tokens/s)")
+
+
+def _place(src: Path, dst: Path, move: bool) -> None:
+    """Put a finished shard file at its final name: moved (one machine), else hard-linked (no copy,
+    the part stays intact), copied only across file systems. Safe to repeat after an interruption."""
+    if not src.exists():
+        if dst.exists():
+            return  # moved by an earlier, interrupted finalize
+        raise UserError(f"{src} is missing: the prepared part is damaged; re-run its prepare")
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    if move:
+        os.replace(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _docs(folder: Path, entry: dict, dtype) -> tuple[np.memmap, np.ndarray]:
+    n = int(entry["num_tokens"])
+    tokens = np.memmap(folder / entry["tokens"], dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(n,)) \
+        if n else np.zeros(0, dtype)
+    offsets = np.fromfile(folder / entry["docs"], dtype="<i8")
+    return tokens, offsets
+
+
+def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path], out: Path, move: bool,
+             summary: Summary | None = None) -> Summary:
+    """Lay every unit's shards out, in unit order, as `out/train` and `out/heldout`, and mark
+    `out/prepare.json` complete. `records`: unit -> (the part folder holding it, its record).
+    Deterministic: the same units give the same stores."""
+    summary = summary or Summary(out=out, units=len(records))
+    settings = meta["settings"]
+    dtype = id_dtype(meta["tokenizer"]["vocab_size"])
+    kept = _drop_after_bad_files(records, summary)
+    # Held-out: the lowest hashes among the candidates, at most heldout_max_documents.
+    candidates = sorted((h, u, c, records[u][1]["heldout"]["ordinals"][c])
+                        for u in kept for c, h in enumerate(records[u][1]["heldout"]["hashes"]))
+    held, returned = candidates[:settings["heldout_max_documents"]], candidates[settings["heldout_max_documents"]:]
+    documents = sum(records[u][1]["documents"] for u in kept)
+    trained = sum(e["num_documents"] for u in kept for e in records[u][1]["train"]) + len(returned)
+    if documents == 0:
+        raise UserError(f"empty corpus: no usable text in '{meta['source']['source']}'")
+    if trained == 0:  # never all of a corpus: the highest-hash candidate trains
+        returned.append(held.pop())
+    lowest = None
+    if not held and documents >= 2 and settings["heldout_share"] > 0 and settings["heldout_max_documents"] > 0:
+        lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
+    heldout_docs = sorted([(u, o, ("candidate", c)) for _, u, c, o in held]
+                          + ([(lowest[4], lowest[3], ("train", lowest[1], lowest[2]))] if lowest else []))
+    extra = {"tokenizer": meta["tokenizer"]["fingerprint"], "layout": meta["source"]["layout"],
+             "fingerprint": f"{meta['source']['layout']}-{meta['tokenizer']['fingerprint']}"}
+    _write_docs_store(out / "heldout", dtype, records, heldout_docs, extra)
+    shards = _lay_out_train(out / "train", dtype, records, kept, lowest, move)
+    if returned:
+        writer = ShardWriter(out / "train", len(shards), dtype)
+        for _, u, c, _ in sorted(returned, key=lambda x: (x[1], x[3])):
+            writer.add(_read_doc(records[u][0], records[u][1], ("candidate", c), dtype))
+        shards.append(writer.close())
+    write_index(out / "train", dtype, shards, **extra)
+    train_tokens = sum(s["num_tokens"] for s in shards)
+    heldout_tokens = json.loads((out / "heldout" / "index.json").read_text())["num_tokens"]
+    summary.train_documents = sum(s["num_documents"] for s in shards)
+    summary.train_tokens, summary.shards = train_tokens, len(shards)
+    summary.heldout_documents, summary.heldout_tokens = len(heldout_docs), heldout_tokens
+    share = len(heldout_docs) / documents
+    if share > 0.05:
+        summary.warnings.append(f"the held-out split is {len(heldout_docs)} of {documents} documents ({share:.0%}): "
+                                "the corpus is small; training sees the rest")
+    if not heldout_docs and settings["heldout_share"] > 0:
+        summary.warnings.append(f"the held-out split is empty ({documents} document(s)); held-out evaluation has no data")
+    for w in summary.warnings:
+        warnings.warn(w, UserWarning, stacklevel=2)
+    final = dict(meta, complete=True, shard=None, parts=[str(p) for p in parts] if not move else None,
+                 train={"documents": summary.train_documents, "tokens": train_tokens, "shards": len(shards)},
+                 heldout={"documents": len(heldout_docs), "tokens": heldout_tokens})
+    final.pop("units_done", None)
+    if out not in parts:  # a merge: the tokenizer comes from the first part
+        if not (out / "tokenizer").exists():
+            shutil.copytree(parts[0] / "tokenizer", out / "tokenizer")
+    write_json(out / META, final)
+    if move:
+        shutil.rmtree(out / UNITS, ignore_errors=True)
+        shutil.rmtree(out / PROGRESS, ignore_errors=True)
+    return summary
+
+
+def _drop_after_bad_files(records: dict, summary: Summary) -> list[int]:
+    """Units in order, without those after the unit where a file turned out binary or not UTF-8
+    (iter_texts skips the rest of such a file; its later units hold nothing else)."""
+    bad_from: dict[str, int] = {}
+    kept = []
+    for u in sorted(records):
+        record = records[u][1]
+        paths = record["paths"]
+        if len(paths) == 1 and paths[0] in bad_from:
+            continue
+        kept.append(u)
+        for name in record["bad"]:
+            bad_from.setdefault(paths[0] if len(paths) == 1 else name, u)
+    if bad_from:
+        summary.warnings.append(f"skipped the rest of {len(bad_from)} file(s) that are binary or not valid UTF-8 "
+                                f"(e.g. {next(iter(bad_from))})")
+    return kept
+
+
+def _read_doc(part: Path, record: dict, where: tuple, dtype) -> np.ndarray:
+    folder = unit_dir(part, record["unit"])
+    if where[0] == "candidate":
+        tokens, offsets = _docs(folder / "heldout", record["heldout"]["shard"], dtype)
+        j = where[1]
+    else:
+        tokens, offsets = _docs(folder, record["train"][where[1]], dtype)
+        j = where[2]
+    return np.asarray(tokens[offsets[j]:offsets[j + 1]])
+
+
+def _write_docs_store(folder: Path, dtype, records: dict, docs: list, extra: dict) -> None:
+    """A small store (the held-out split) written fresh from (unit, ordinal, where) documents."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    writer = ShardWriter(tmp, 0, dtype)
+    for u, _, where in docs:
+        writer.add(_read_doc(records[u][0], records[u][1], where, dtype))
+    entry = writer.close()
+    if not docs:  # an empty store: no shard at all
+        for name in (entry["tokens"], entry["docs"]):
+            (tmp / name).unlink()
+    write_index(tmp, dtype, [entry] if docs else [], **extra)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _lay_out_train(folder: Path, dtype, records: dict, kept: list[int], lowest, move: bool) -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.json").unlink(missing_ok=True)
+    shards = []
+    for u in kept:
+        part, record = records[u]
+        unit = unit_dir(part, u)
+        for k, entry in enumerate(record["train"]):
+            src_folder = unit
+            if lowest and lowest[4] == u and lowest[1] == k:  # this shard gives its lowest-hash document
+                entry = _without_doc(unit, entry, lowest[2], dtype)
+                src_folder = unit / "rewritten"
+            if entry["num_documents"] == 0:
+                continue
+            tokens_name, docs_name = shard_names(len(shards))
+            _place(src_folder / entry["tokens"], folder / tokens_name, move)
+            _place(src_folder / entry["docs"], folder / docs_name, move)
+            shards.append(dict(entry, tokens=tokens_name, docs=docs_name))
+    return shards
+
+
+def _without_doc(unit: Path, entry: dict, j: int, dtype) -> dict:
+    """A copy of one shard without document `j`, in `unit/rewritten/` (the original is kept, so
+    this can be redone after an interruption)."""
+    tokens, offsets = _docs(unit, entry, dtype)
+    number = int(entry["tokens"].removeprefix("shard-").removesuffix(".bin"))
+    writer = ShardWriter(unit / "rewritten", number, dtype)
+    for d in range(len(offsets) - 1):
+        if d != j:
+            writer.add(np.asarray(tokens[offsets[d]:offsets[d + 1]]))
+    return writer.close()

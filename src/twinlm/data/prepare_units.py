@@ -1,0 +1,233 @@
+"""One unit of `twinlm prepare`'s work: the layout of units over a source, and the worker that
+tokenizes a unit into its own shards and records it (see `twinlm.data.prepare`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from twinlm.data import sources
+from twinlm.data.store import ShardWriter
+from twinlm.errors import UserError
+
+if TYPE_CHECKING:
+    from twinlm.data.prepare import PrepareSettings
+
+UNITS, PROGRESS = ".units", ".progress"
+TOKENIZE_BATCH = 256
+_MIB = 1 << 20
+
+
+def heldout_hash(seed: int, name: str, position: int) -> float:
+    """A document's place in [0, 1) for the held-out draw: depends on where it is in the source,
+    never on which worker or machine read it."""
+    digest = hashlib.blake2b(f"{seed}\0{name}\0{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+# --- the layout -----------------------------------------------------------------------------
+
+def plan_units(pieces: list[sources.Piece], unit_bytes: int) -> list[list[sources.Piece]]:
+    """Consecutive pieces grouped into units of about `unit_bytes`. A unit holds pieces of one
+    file (or folder), or several whole small files; never parts of two large files, so that a
+    file found bad mid-way drops only units of its own."""
+    units: list[list[sources.Piece]] = []
+    size = 0
+    for piece in pieces:
+        last = units[-1][-1] if units else None
+        joinable = last is not None and (
+            last.path == piece.path or (last.kind in sources.WHOLE_FILE_KINDS and piece.kind in sources.WHOLE_FILE_KINDS))
+        if joinable and size + piece.size <= unit_bytes and piece.kind not in ("hub", "tokens"):
+            units[-1].append(piece)
+            size += piece.size
+        else:
+            units.append([piece])
+            size = piece.size
+    return units
+
+
+def auto_unit_bytes(total: int) -> int:
+    # About 256 units for corpora up to 64 GiB (enough to keep many workers busy and the bar
+    # moving); past that, 256 MiB units keep the unit and shard count near total/256 MiB.
+    return int(min(256 * _MIB, max(_MIB, total // 256)))
+
+
+def layout_fingerprint(units: list[list[sources.Piece]]) -> str:
+    """Hash of the units as (kind, name, range, size): equal on every machine that sees the same
+    files, whatever their absolute paths or modification times."""
+    rows = [[[p.kind, p.name, p.start, p.stop, p.size] for p in unit] for unit in units]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+# --- one unit of work -----------------------------------------------------------------------
+
+class _RollingShards:
+    """ShardWriters numbered 0, 1, ... in one folder; a new one once `limit` tokens are reached."""
+
+    def __init__(self, folder: Path, dtype, limit: int):
+        self.folder, self.dtype, self.limit = folder, dtype, limit
+        self.entries: list[dict] = []
+        self._writer: ShardWriter | None = None
+
+    def add(self, ids: np.ndarray) -> tuple[int, int]:
+        """Append one document; returns (shard number, document number in that shard)."""
+        w = self._writer
+        if w is None or (w.num_tokens and w.num_tokens + len(ids) > self.limit):
+            if w is not None:
+                self.entries.append(w.close())
+            w = self._writer = ShardWriter(self.folder, len(self.entries), self.dtype)
+        w.add(ids)
+        return len(self.entries), w.num_documents - 1
+
+    def close(self) -> list[dict]:
+        if self._writer is not None:
+            self.entries.append(self._writer.close())
+            self._writer = None
+        return self.entries
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def worker_init(tokenizer_path: str, counter, parent: int) -> None:
+    import threading
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers decides the cores
+    _WORKER.update(tokenizer=load_worker_tokenizer(tokenizer_path), counter=counter)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (SIGKILL leaves no time to stop the pool) exits instead of
+    living on as an orphan; its unfinished unit has no record and is redone on resume."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def load_worker_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.model_max_length = sys.maxsize  # documents are never truncated; silences the length warning
+    return tok
+
+
+def unit_dir(out: Path, u: int) -> Path:
+    return out / UNITS / f"u{u:06d}"
+
+
+def record_path(out: Path, u: int) -> Path:
+    return out / PROGRESS / f"unit-{u:06d}.json"
+
+
+def _texts_of(piece: sources.Piece, settings: PrepareSettings):
+    return sources.read_piece(piece, settings.text_column, settings.split)
+
+
+def _token_docs(piece: sources.Piece, settings: PrepareSettings):
+    """(position, ids, bytes done) of a pre-tokenized source (data-core's reader)."""
+    from twinlm.data.pretokenized import iter_token_documents
+
+    for i, ids in enumerate(iter_token_documents(piece.path)):
+        yield i, np.asarray(ids), 0
+
+
+def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSettings, dtype: str,
+             tokenizer=None, counter=None) -> dict:
+    """Tokenize one unit into `out/.units/uNNNNNN/` and record it; returns the record."""
+    from twinlm.data.tokenizer import document_ids
+
+    tok = tokenizer if tokenizer is not None else _WORKER["tokenizer"]
+    counter = counter if counter is not None else _WORKER.get("counter")
+    folder = unit_dir(out, u)
+    shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
+    dtype = np.dtype(dtype)
+    train = _RollingShards(folder, dtype, settings.shard_tokens)
+    held = ShardWriter(folder / "heldout", 0, dtype)
+    held_hash: list[float] = []
+    held_ordinal: list[int] = []
+    best: list | None = None  # [hash, shard, doc, ordinal] of the lowest-hash training document
+    ordinal, tokens, bad, bad_paths = 0, 0, [], set()
+    share = settings.heldout_share
+
+    def place(name: str, pos: int, ids: np.ndarray) -> None:
+        nonlocal ordinal, tokens, best
+        h = heldout_hash(settings.seed, name, pos)
+        if h < share:
+            held.add(ids)
+            held_hash.append(h)
+            held_ordinal.append(ordinal)
+        else:
+            k, j = train.add(ids)
+            if best is None or h < best[0]:
+                best = [h, k, j, ordinal]
+        ordinal += 1
+        tokens += len(ids)
+
+    for piece in pieces:
+        if piece.path in bad_paths:  # iter_texts skips the rest of a bad file
+            continue
+        reported = 0
+        try:
+            if piece.kind == "tokens":
+                vocab = len(tok)
+                for pos, ids, _ in _token_docs(piece, settings):
+                    if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+                        bad_id = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+                        raise UserError(f"{piece.path}: document {pos} holds token id {bad_id}, outside the "
+                                        f"tokenizer's vocabulary of {vocab}; prepare it with the tokenizer it was made with")
+                    place(piece.name, pos, ids)
+                continue
+            stream = _texts_of(piece, settings)
+            failed = False
+            while not failed:
+                batch = []
+                try:
+                    batch += islice(stream, TOKENIZE_BATCH)
+                except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
+                    failed = True
+                if not batch:
+                    break
+                for (pos, _, _), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
+                    place(piece.name, pos, np.asarray(ids, dtype=np.int64))
+                done = batch[-1][2]
+                if counter is not None and done > reported:
+                    with counter.get_lock():
+                        counter.value += done - reported
+                    reported = done
+            if failed:
+                raise sources.BadFile(piece.path)
+        except sources.BadFile:
+            bad.append(piece.name)
+            bad_paths.add(piece.path)
+        if counter is not None and piece.size > reported:
+            with counter.get_lock():
+                counter.value += piece.size - reported
+    record = {
+        "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
+        "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal},
+        "lowest": best, "bad": bad, "paths": sorted({p.path for p in pieces}),
+    }
+    write_json(record_path(out, u), record)
+    return record
+
+
+def run_unit_task(task) -> dict:
+    return run_unit(*task)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
