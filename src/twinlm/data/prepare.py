@@ -36,7 +36,7 @@ from pathlib import Path
 from twinlm.data import sources
 from twinlm.data.prepare_finalize import META, Summary, finalize
 from twinlm.data.prepare_units import (
-    _MIB,
+    MIB,
     auto_unit_bytes,
     layout_fingerprint,
     load_worker_tokenizer,
@@ -134,10 +134,10 @@ def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
                             "pre-tokenized sources yet") from None
         pieces = [sources.Piece("tokens", str(source), Path(source).name)]
         return _Plan(source, settings, kind, pieces, [pieces], 0, 0)
-    probe = sources.source_pieces(source, settings.text_column, settings.split, 256 * _MIB)
+    probe = sources.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
     total = sum(p.size for p in probe)
     unit_bytes = settings.unit_bytes or auto_unit_bytes(total)
-    pieces = probe if unit_bytes >= 256 * _MIB else sources.source_pieces(
+    pieces = probe if unit_bytes >= 256 * MIB else sources.source_pieces(
         source, settings.text_column, settings.split, unit_bytes)
     return _Plan(source, settings, kind, pieces, plan_units(pieces, unit_bytes), unit_bytes,
                  sum(p.size for p in pieces))
@@ -196,11 +196,22 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
+def _clear(out: Path) -> None:
+    """Empty `out` (held under our lock, which stays)."""
+    for entry in out.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _claim_output(out: Path, meta: dict, overwrite: bool) -> dict | None:
-    """Check --out before any work: returns the earlier meta when resuming, None when fresh."""
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if not out.exists() or not any(out.iterdir()):
+    """Check --out (locked) before any work: returns the earlier meta when resuming, None when fresh."""
+    if overwrite:
+        _clear(out)
+    if not any(e.name != LOCK for e in out.iterdir()):
         return None
     old = read_meta(out)
     if old is None:
@@ -254,9 +265,9 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
     plan = plan or plan_prepare(source, settings or PrepareSettings())
     tok = for_twin(tokenizer, "encoder")  # the run's tokenizer is saved this way (corpus.prepare_tokenizer)
     meta = _meta(plan, tokenizer_meta(tok, tokenizer_name or str(getattr(tokenizer, "name_or_path", ""))), shard)
-    old = _claim_output(out, meta, overwrite)
     lock = _Lock(out)
     try:
+        old = _claim_output(out, meta, overwrite)
         if old is None:
             write_json(out / META, meta)
         if not (out / "tokenizer" / "tokenizer.json").is_file():
@@ -268,7 +279,7 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         if done:
             print(f"resuming {out}: {len(done)} of {len(mine)} units already done", file=sys.stderr)
         dtype = id_dtype(len(tok)).name
-        _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress, done)
+        _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress)
         summary = Summary(out=out, units=len(mine), units_done_now=len(pending), part=shard)
         if n == 1:
             finalize(*_unit_records([out]), [out], out, move=True, summary=summary)
@@ -283,8 +294,7 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         lock.release()
 
 
-def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: int, progress: bool,
-               done: dict[int, dict]) -> None:
+def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: int, progress: bool) -> None:
     import multiprocessing as mp
 
     if not pending:
@@ -400,12 +410,11 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         if not p.is_dir():
             raise UserError(f"no such part folder: {p}")
     _unit_records(parts)  # every check before anything is written
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
-        shutil.rmtree(out)
+    if out.exists() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     lock = _Lock(out)
     try:
+        _clear(out)
         summary = finalize(*_unit_records(parts), parts, out, move=False)
         summary.seconds = time.time() - start
         return summary

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinlm.data.prepare_units import PROGRESS, UNITS, unit_dir, write_json
+from twinlm.data.prepare_units import PROGRESS, UNITS, RollingShards, unit_dir, write_json
 from twinlm.data.store import ShardWriter, id_dtype, shard_names, write_index
 from twinlm.errors import UserError
 
@@ -102,11 +102,11 @@ def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path
              "fingerprint": f"{meta['source']['layout']}-{meta['tokenizer']['fingerprint']}"}
     _write_docs_store(out / "heldout", dtype, records, heldout_docs, extra)
     shards = _lay_out_train(out / "train", dtype, records, kept, lowest, move)
-    if returned:
-        writer = ShardWriter(out / "train", len(shards), dtype)
+    if returned:  # candidates past the cap train after all, in source order, in the last shard(s)
+        writer = RollingShards(out / "train", dtype, settings["shard_tokens"], first=len(shards))
         for _, u, c, _ in sorted(returned, key=lambda x: (x[1], x[3])):
             writer.add(_read_doc(records[u][0], records[u][1], ("candidate", c), dtype))
-        shards.append(writer.close())
+        shards += writer.close()
     write_index(out / "train", dtype, shards, **extra)
     train_tokens = sum(s["num_tokens"] for s in shards)
     heldout_tokens = json.loads((out / "heldout" / "index.json").read_text())["num_tokens"]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 UNITS, PROGRESS = ".units", ".progress"
 TOKENIZE_BATCH = 256
-_MIB = 1 << 20
+MIB = 1 << 20
 
 
 def heldout_hash(seed: int, name: str, position: int) -> float:
@@ -58,7 +58,7 @@ def plan_units(pieces: list[sources.Piece], unit_bytes: int) -> list[list[source
 def auto_unit_bytes(total: int) -> int:
     # About 256 units for corpora up to 64 GiB (enough to keep many workers busy and the bar
     # moving); past that, 256 MiB units keep the unit and shard count near total/256 MiB.
-    return int(min(256 * _MIB, max(_MIB, total // 256)))
+    return int(min(256 * MIB, max(MIB, total // 256)))
 
 
 def layout_fingerprint(units: list[list[sources.Piece]]) -> str:
@@ -70,11 +70,12 @@ def layout_fingerprint(units: list[list[sources.Piece]]) -> str:
 
 # --- one unit of work -----------------------------------------------------------------------
 
-class _RollingShards:
-    """ShardWriters numbered 0, 1, ... in one folder; a new one once `limit` tokens are reached."""
+class RollingShards:
+    """ShardWriters numbered first, first + 1, ... in one folder; a new one once `limit` tokens
+    are reached."""
 
-    def __init__(self, folder: Path, dtype, limit: int):
-        self.folder, self.dtype, self.limit = folder, dtype, limit
+    def __init__(self, folder: Path, dtype, limit: int, first: int = 0):
+        self.folder, self.dtype, self.limit, self.first = folder, dtype, limit, first
         self.entries: list[dict] = []
         self._writer: ShardWriter | None = None
 
@@ -84,7 +85,7 @@ class _RollingShards:
         if w is None or (w.num_tokens and w.num_tokens + len(ids) > self.limit):
             if w is not None:
                 self.entries.append(w.close())
-            w = self._writer = ShardWriter(self.folder, len(self.entries), self.dtype)
+            w = self._writer = ShardWriter(self.folder, self.first + len(self.entries), self.dtype)
         w.add(ids)
         return len(self.entries), w.num_documents - 1
 
@@ -152,7 +153,7 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
     folder = unit_dir(out, u)
     shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
     dtype = np.dtype(dtype)
-    train = _RollingShards(folder, dtype, settings.shard_tokens)
+    train = RollingShards(folder, dtype, settings.shard_tokens)
     held = ShardWriter(folder / "heldout", 0, dtype)
     held_hash: list[float] = []
     held_ordinal: list[int] = []
