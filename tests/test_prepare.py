@@ -268,3 +268,11 @@ def test_recipe_form_takes_source_tokenizer_and_seed_from_the_recipe(tmp_path, t
     assert len(load_tokenizer(str(tmp_path / "T" / "tokenizer"))) == 280
     assert main(["prepare", "micro", "--out", str(tmp_path / "W")]) == 2
     assert "built-in world" in capsys.readouterr().err
+    # Another source with the recipe's tokenizer and settings: SOURCE --recipe RECIPE.
+    other = tmp_path / "other.txt"
+    other.write_text("\n\n".join(WORDS))
+    assert main(["prepare", str(other), "--recipe", str(recipe), "--out", str(tmp_path / "O"), "--no-progress",
+                 "--heldout-share", "0.5", "--heldout-max-tokens", "12"]) == 0
+    meta = json.loads((tmp_path / "O" / "prepare.json").read_text())
+    assert meta["source"]["source"] == str(other) and meta["tokenizer"]["vocab_size"] == 280
+    assert 0 < meta["heldout"]["tokens"] <= 12 and meta["train"]["documents"] + meta["heldout"]["documents"] == len(WORDS)

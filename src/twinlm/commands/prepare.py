@@ -18,6 +18,8 @@ Three forms:
       takes source, text column, split, tokenizer and held-out settings from the recipe (the
       data section, or the source of phase NAME); a recipe without a tokenizer gets one trained
       on its corpus, as `twinlm pretrain` would, saved in OUT/tokenizer.
+  twinlm prepare SOURCE --recipe RECIPE --out OUT
+      the same, for another source than the recipe's (e.g. one stream of a mixture).
   twinlm prepare --merge PART [PART ...] --out OUT
       joins the parts of a prepare split across machines with --shard i/n into one folder, equal
       to a one-machine prepare. Token files are hard-linked (no copy; the parts stay valid and
@@ -42,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (a complete one, or an unfinished prepare of another job)")
     p.add_argument("--merge", nargs="+", metavar="PART", help="merge the part folders of a --shard i/n prepare")
+    p.add_argument("--recipe", help="with SOURCE: take the tokenizer and held-out settings from this recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field (recipe form only), e.g. --set data.split=validation")
     p.add_argument("--phase", help="recipe form: prepare this phase's source instead of data.source")
@@ -57,6 +60,8 @@ def register(sub) -> None:
                    help="share of documents held out for evaluation (default 0.005, or the recipe's data.heldout_share)")
     p.add_argument("--heldout-max-documents", type=int, default=None,
                    help="at most this many held-out documents (default 2000, or data.heldout_max_documents)")
+    p.add_argument("--heldout-max-tokens", type=int, default=None,
+                   help="held-out documents stop before this many tokens (default 2,000,000, or data.heldout_max_tokens)")
     p.add_argument("--seed", type=int, default=None, help="seed of the held-out draw (default 42, or training.seed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
     p.set_defaults(func=run)
@@ -86,7 +91,7 @@ def _run(args) -> int:
             raise UserError("--merge takes only the part folders and --out (no SOURCE, --tokenizer or --shard)")
         summary = merge(args.merge, args.out, overwrite=args.overwrite)
     else:
-        if not args.source:
+        if not args.source and not args.recipe:
             raise UserError("give a SOURCE with --tokenizer, a RECIPE, or --merge PART ...")
         shard = parse_shard(args.shard)
         summary = _prepare(args, shard)
@@ -100,12 +105,13 @@ def _prepare(args, shard):
     from twinlm.errors import UserError
 
     if args.tokenizer:
-        if args.overrides or args.phase:
-            raise UserError("--set and --phase belong to the recipe form (no --tokenizer)")
+        if args.overrides or args.phase or args.recipe:
+            raise UserError("--recipe, --set and --phase belong to the recipe form (no --tokenizer)")
         settings = PrepareSettings(
             text_column=args.text_column or "text", split=args.split or "train", shard_tokens=args.shard_tokens,
             unit_bytes=args.unit_bytes, heldout_share=_pick(args.heldout_share, 0.005),
-            heldout_max_documents=_pick(args.heldout_max_documents, 2000), seed=_pick(args.seed, 42))
+            heldout_max_documents=_pick(args.heldout_max_documents, 2000),
+            heldout_max_tokens=_pick(args.heldout_max_tokens, 2_000_000), seed=_pick(args.seed, 42))
         plan = plan_prepare(args.source, settings)  # source errors before the tokenizer is loaded
         return prepare(args.source, load_tokenizer(args.tokenizer), args.out, plan=plan,
                        tokenizer_name=args.tokenizer, workers=args.workers, shard=shard,
@@ -114,14 +120,17 @@ def _prepare(args, shard):
 
     if args.text_column or args.split:
         raise UserError("with a recipe, set the text column and split in it: --set data.text_column=NAME")
-    recipe = load_recipe(args.source, args.overrides)
-    source = _recipe_source(recipe, args.phase)
+    recipe = load_recipe(args.recipe or args.source, args.overrides)
+    if args.recipe and args.phase:
+        raise UserError("give either SOURCE --recipe RECIPE, or RECIPE --phase NAME")
+    source = args.source if args.recipe and args.source else _recipe_source(recipe, args.phase)
     data = recipe.data
     settings = PrepareSettings(
         text_column=data.text_column, split=data.split, shard_tokens=args.shard_tokens, unit_bytes=args.unit_bytes,
         # data-core adds these recipe fields; until then the defaults stand in.
         heldout_share=_pick(args.heldout_share, getattr(data, "heldout_share", 0.005)),
         heldout_max_documents=_pick(args.heldout_max_documents, getattr(data, "heldout_max_documents", 2000)),
+        heldout_max_tokens=_pick(args.heldout_max_tokens, getattr(data, "heldout_max_tokens", 2_000_000)),
         seed=_pick(args.seed, recipe.training.seed))
     plan = plan_prepare(source, settings)
     name, tokenizer = _recipe_tokenizer(recipe, source, args.out)

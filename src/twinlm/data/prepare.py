@@ -66,13 +66,14 @@ class PrepareSettings:
     unit_bytes: int | None = None  # source bytes per unit of work; None: total/256, within 1-256 MiB
     heldout_share: float = 0.005
     heldout_max_documents: int = 2000
+    heldout_max_tokens: int = 2_000_000  # the held-out split also stops before this many tokens
     seed: int = 42
 
     def check(self) -> None:
         if not 0.0 <= self.heldout_share < 1.0:
             raise UserError(f"--heldout-share must be in [0, 1), got {self.heldout_share}")
-        if self.heldout_max_documents < 0:
-            raise UserError(f"--heldout-max-documents must be >= 0, got {self.heldout_max_documents}")
+        if self.heldout_max_documents < 0 or self.heldout_max_tokens < 0:
+            raise UserError("--heldout-max-documents and --heldout-max-tokens must be >= 0")
         if self.shard_tokens < 1:
             raise UserError(f"--shard-tokens must be >= 1, got {self.shard_tokens}")
         if self.unit_bytes is not None and self.unit_bytes < 1:

@@ -83,10 +83,16 @@ def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path
     settings = meta["settings"]
     dtype = id_dtype(meta["tokenizer"]["vocab_size"])
     kept = _drop_after_bad_files(records, summary)
-    # Held-out: the lowest hashes among the candidates, at most heldout_max_documents.
+    # Held-out: the candidates in hash order, up to heldout_max_documents and heldout_max_tokens.
     candidates = sorted((h, u, c, records[u][1]["heldout"]["ordinals"][c])
                         for u in kept for c, h in enumerate(records[u][1]["heldout"]["hashes"]))
-    held, returned = candidates[:settings["heldout_max_documents"]], candidates[settings["heldout_max_documents"]:]
+    take, budget = 0, settings.get("heldout_max_tokens") or float("inf")
+    for _, u, c, _ in candidates[:settings["heldout_max_documents"]]:
+        budget -= records[u][1]["heldout"]["tokens"][c]
+        if budget < 0:
+            break
+        take += 1
+    held, returned = candidates[:take], candidates[take:]
     documents = sum(records[u][1]["documents"] for u in kept)
     trained = sum(e["num_documents"] for u in kept for e in records[u][1]["train"]) + len(returned)
     if documents == 0:

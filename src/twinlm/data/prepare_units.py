@@ -157,6 +157,7 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
     held = ShardWriter(folder / "heldout", 0, dtype)
     held_hash: list[float] = []
     held_ordinal: list[int] = []
+    held_tokens: list[int] = []
     best: list | None = None  # [hash, shard, doc, ordinal] of the lowest-hash training document
     ordinal, tokens, bad, bad_paths = 0, 0, [], set()
     share = settings.heldout_share
@@ -168,6 +169,7 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
             held.add(ids)
             held_hash.append(h)
             held_ordinal.append(ordinal)
+            held_tokens.append(len(ids))
         else:
             k, j = train.add(ids)
             if best is None or h < best[0]:
@@ -216,7 +218,8 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                 counter.value += piece.size - reported
     record = {
         "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
-        "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal},
+        "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal,
+                    "tokens": held_tokens},
         "lowest": best, "bad": bad, "paths": sorted({p.path for p in pieces}),
     }
     write_json(record_path(out, u), record)
