@@ -36,6 +36,7 @@ from pathlib import Path
 from twinlm.data import sources
 from twinlm.data.prepare_finalize import META, Summary, finalize
 from twinlm.data.prepare_units import (
+    IDS_COLUMN,
     MIB,
     auto_unit_bytes,
     layout_fingerprint,
@@ -53,7 +54,6 @@ from twinlm.errors import UserError
 FORMAT = "twinlm-prepared"
 VERSION = 1
 LOCK = ".lock"
-IDS_COLUMN = "input_ids"
 
 
 @dataclass

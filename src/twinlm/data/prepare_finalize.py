@@ -143,17 +143,18 @@ def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path
 
 def _drop_after_bad_files(records: dict, summary: Summary) -> list[int]:
     """Units in order, without those after the unit where a file turned out binary or not UTF-8
-    (iter_texts skips the rest of such a file; its later units hold nothing else)."""
+    (iter_texts skips the rest of such a file; its later units hold nothing else). Files are
+    named relative to the source root, so parts from machines with other paths agree."""
     bad_from: dict[str, int] = {}
     kept = []
     for u in sorted(records):
         record = records[u][1]
-        paths = record["paths"]
-        if len(paths) == 1 and paths[0] in bad_from:
+        files = record["files"]
+        if len(files) == 1 and files[0] in bad_from:
             continue
         kept.append(u)
         for name in record["bad"]:
-            bad_from.setdefault(paths[0] if len(paths) == 1 else name, u)
+            bad_from.setdefault(name, u)
     if bad_from:
         summary.warnings.append(f"skipped the rest of {len(bad_from)} file(s) that are binary or not valid UTF-8 "
                                 f"(e.g. {next(iter(bad_from))})")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 UNITS, PROGRESS = ".units", ".progress"
 TOKENIZE_BATCH = 256
+IDS_COLUMN = "input_ids"  # data.ids_column's default: a source with this column is pre-tokenized
 MIB = 1 << 20
 
 
@@ -139,7 +140,7 @@ def _token_docs(piece: sources.Piece, settings: PrepareSettings):
     """(position, ids, bytes done) of a pre-tokenized source (data-core's reader)."""
     from twinlm.data.pretokenized import iter_token_documents
 
-    for i, ids in enumerate(iter_token_documents(piece.path)):
+    for i, ids in enumerate(iter_token_documents(piece.path, IDS_COLUMN, settings.split)):
         yield i, np.asarray(ids), 0
 
 
@@ -220,7 +221,7 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
         "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
         "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal,
                     "tokens": held_tokens},
-        "lowest": best, "bad": bad, "paths": sorted({p.path for p in pieces}),
+        "lowest": best, "bad": bad, "files": sorted({p.name for p in pieces}),
     }
     write_json(record_path(out, u), record)
     return record
