@@ -132,91 +132,90 @@ def record_path(out: Path, u: int) -> Path:
     return out / PROGRESS / f"unit-{u:06d}.json"
 
 
-def _texts_of(piece: sources.Piece, settings: PrepareSettings):
-    return sources.read_piece(piece, settings.text_column, settings.split)
+def _documents(piece: sources.Piece, settings: PrepareSettings, tok):
+    """(position, ids, bytes done) of every document of a piece, tokenized in batches; after the
+    last readable document of a file found binary or not UTF-8, `sources.BadFile`."""
+    from twinlm.data.tokenizer import document_ids
+
+    if piece.kind == "tokens":
+        yield from _token_docs(piece, settings, len(tok))
+        return
+    stream = sources.read_piece(piece, settings.text_column, settings.split)
+    while True:
+        batch, failed = [], False
+        try:
+            batch += islice(stream, TOKENIZE_BATCH)
+        except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
+            failed = True
+        if batch:
+            for (pos, _, done), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
+                yield pos, np.asarray(ids, dtype=np.int64), done
+        if failed:
+            raise sources.BadFile(piece.path)
+        if len(batch) < TOKENIZE_BATCH:
+            return
 
 
-def _token_docs(piece: sources.Piece, settings: PrepareSettings):
-    """(position, ids, bytes done) of a pre-tokenized source (data-core's reader)."""
+def _token_docs(piece: sources.Piece, settings: PrepareSettings, vocab: int):
+    """(position, ids, 0) of a pre-tokenized source (data-core's reader), ids checked against the
+    tokenizer's vocabulary."""
     from twinlm.data.pretokenized import iter_token_documents
 
-    for i, ids in enumerate(iter_token_documents(piece.path, IDS_COLUMN, settings.split)):
-        yield i, np.asarray(ids), 0
+    for pos, ids in enumerate(iter_token_documents(piece.path, IDS_COLUMN, settings.split)):
+        ids = np.asarray(ids)
+        if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+            bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+            raise UserError(f"{piece.path}: document {pos} holds token id {bad}, outside the tokenizer's "
+                            f"vocabulary of {vocab}; prepare it with the tokenizer it was made with")
+        yield pos, ids, 0
 
 
 def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSettings, dtype: str,
              tokenizer=None, counter=None) -> dict:
     """Tokenize one unit into `out/.units/uNNNNNN/` and record it; returns the record."""
-    from twinlm.data.tokenizer import document_ids
-
     tok = tokenizer if tokenizer is not None else _WORKER["tokenizer"]
     counter = counter if counter is not None else _WORKER.get("counter")
     folder = unit_dir(out, u)
     shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
     dtype = np.dtype(dtype)
     train = RollingShards(folder, dtype, settings.shard_tokens)
-    held = ShardWriter(folder / "heldout", 0, dtype)
+    held = ShardWriter(folder / "heldout", 0, dtype)  # candidates; finalize picks the held-out split
     held_hash: list[float] = []
     held_ordinal: list[int] = []
     held_tokens: list[int] = []
     best: list | None = None  # [hash, shard, doc, ordinal] of the lowest-hash training document
-    ordinal, tokens, bad, bad_paths = 0, 0, [], set()
-    share = settings.heldout_share
+    ordinal = tokens = 0
+    bad: list[str] = []
 
-    def place(name: str, pos: int, ids: np.ndarray) -> None:
-        nonlocal ordinal, tokens, best
-        h = heldout_hash(settings.seed, name, pos)
-        if h < share:
-            held.add(ids)
-            held_hash.append(h)
-            held_ordinal.append(ordinal)
-            held_tokens.append(len(ids))
-        else:
-            k, j = train.add(ids)
-            if best is None or h < best[0]:
-                best = [h, k, j, ordinal]
-        ordinal += 1
-        tokens += len(ids)
+    def report(n: int) -> None:
+        if counter is not None and n > 0:
+            with counter.get_lock():
+                counter.value += n
 
     for piece in pieces:
-        if piece.path in bad_paths:  # iter_texts skips the rest of a bad file
+        if piece.name in bad:  # iter_texts skips the rest of a bad file
             continue
         reported = 0
         try:
-            if piece.kind == "tokens":
-                vocab = len(tok)
-                for pos, ids, _ in _token_docs(piece, settings):
-                    if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
-                        bad_id = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
-                        raise UserError(f"{piece.path}: document {pos} holds token id {bad_id}, outside the "
-                                        f"tokenizer's vocabulary of {vocab}; prepare it with the tokenizer it was made with")
-                    place(piece.name, pos, ids)
-                continue
-            stream = _texts_of(piece, settings)
-            failed = False
-            while not failed:
-                batch = []
-                try:
-                    batch += islice(stream, TOKENIZE_BATCH)
-                except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
-                    failed = True
-                if not batch:
-                    break
-                for (pos, _, _), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
-                    place(piece.name, pos, np.asarray(ids, dtype=np.int64))
-                done = batch[-1][2]
-                if counter is not None and done > reported:
-                    with counter.get_lock():
-                        counter.value += done - reported
+            for pos, ids, done in _documents(piece, settings, tok):
+                h = heldout_hash(settings.seed, piece.name, pos)
+                if h < settings.heldout_share:
+                    held.add(ids)
+                    held_hash.append(h)
+                    held_ordinal.append(ordinal)
+                    held_tokens.append(len(ids))
+                else:
+                    k, j = train.add(ids)
+                    if best is None or h < best[0]:
+                        best = [h, k, j, ordinal]
+                ordinal += 1
+                tokens += len(ids)
+                if done - reported >= MIB:  # the bar moves within large pieces too
+                    report(done - reported)
                     reported = done
-            if failed:
-                raise sources.BadFile(piece.path)
         except sources.BadFile:
             bad.append(piece.name)
-            bad_paths.add(piece.path)
-        if counter is not None and piece.size > reported:
-            with counter.get_lock():
-                counter.value += piece.size - reported
+        report(piece.size - reported)
     record = {
         "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
         "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal,
