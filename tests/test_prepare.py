@@ -158,6 +158,9 @@ def test_heldout_never_takes_a_small_corpus(tmp_path, tok):
     with pytest.warns(UserWarning, match="9 of 10 documents"):
         s = run(tmp_path / "few.txt", tok, tmp_path / "p3", heldout_share=0.999)
     assert s.train_documents == 1  # at least one document trains
+    with pytest.warns(UserWarning, match="1 of 10 documents"):  # a token cap below every document
+        s = run(tmp_path / "few.txt", tok, tmp_path / "p3b", heldout_share=0.999, heldout_max_tokens=1)
+    assert (s.train_documents, s.heldout_documents) == (9, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = run(make_corpus(tmp_path / "big", docs=2000), tok, tmp_path / "p4", unit_bytes=20_000)

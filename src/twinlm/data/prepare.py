@@ -42,6 +42,7 @@ from twinlm.data.prepare_units import (
     layout_fingerprint,
     load_worker_tokenizer,
     plan_units,
+    quiet_libraries,
     record_path,
     run_unit,
     run_unit_task,
@@ -307,6 +308,7 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
     try:
         if workers == 1:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as in the workers: one core
+            quiet_libraries()
             tok = load_worker_tokenizer(str(out / "tokenizer"))
             counter = _Counter()
             for task in tasks:

@@ -99,9 +99,12 @@ def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path
         raise UserError(f"empty corpus: no usable text in '{meta['source']['source']}'")
     if trained == 0:  # never all of a corpus: the highest-hash candidate trains
         returned.append(held.pop())
-    lowest = None
+    lowest = None  # a training document to hold out after all: [hash, shard, doc, ordinal, unit]
     if not held and documents >= 2 and settings["heldout_share"] > 0 and settings["heldout_max_documents"] > 0:
-        lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
+        if returned:  # the lowest-hash candidate, even past the token cap
+            held.append(returned.pop(0))
+        else:
+            lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
     heldout_docs = sorted([(u, o, ("candidate", c)) for _, u, c, o in held]
                           + ([(lowest[4], lowest[3], ("train", lowest[1], lowest[2]))] if lowest else []))
     extra = {"tokenizer": meta["tokenizer"]["fingerprint"], "layout": meta["source"]["layout"],

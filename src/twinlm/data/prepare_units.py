@@ -104,6 +104,7 @@ def worker_init(tokenizer_path: str, counter, parent: int) -> None:
     import threading
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers decides the cores
+    quiet_libraries()
     _WORKER.update(tokenizer=load_worker_tokenizer(tokenizer_path), counter=counter)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
@@ -114,6 +115,16 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
+
+
+def quiet_libraries() -> None:
+    """The prepare bar is the only bar: no per-file bars from `datasets` in the workers."""
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
 
 
 def load_worker_tokenizer(path: str):
