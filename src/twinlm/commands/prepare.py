@@ -8,7 +8,7 @@ HELP = """Tokenize a corpus into a prepared folder OUT: OUT/train and OUT/heldou
 stores), OUT/tokenizer and OUT/prepare.json. Then train on it with
 `twinlm pretrain RECIPE --set data.source=OUT`.
 
-Three forms:
+Four forms:
   twinlm prepare SOURCE --tokenizer NAME_OR_PATH --out OUT
       SOURCE is anything twinlm reads: a text file (one document per paragraph), a folder or glob
       (one document per text file; jsonl/json/csv/tsv/parquet files give one per row of
@@ -152,6 +152,10 @@ def _recipe_source(recipe, phase_name: str | None) -> str:
         source = next(p for p in recipe.phases if p.name == phase_name).source or recipe.data.source
     else:
         source = recipe.data.source
+    streams = [st.source for st in getattr(recipe.data, "streams", None) or [] if getattr(st, "source", None)]
+    if not source and streams:  # a mixture: one prepared folder per stream
+        raise UserError(f"the recipe mixes {len(streams)} streams ({', '.join(streams)}); prepare each with "
+                        "`twinlm prepare SOURCE --recipe RECIPE --out P` and point its stream at P")
     if not source:
         raise UserError("the recipe trains on the built-in world (no data.source); there is nothing to prepare")
     return source
