@@ -8,6 +8,7 @@ import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,11 @@ def _place(src: Path, dst: Path, move: bool) -> None:
         shutil.copyfile(src, dst)
 
 
-def _docs(folder: Path, entry: dict, dtype) -> tuple[np.memmap, np.ndarray]:
-    n = int(entry["num_tokens"])
-    tokens = np.memmap(folder / entry["tokens"], dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(n,)) \
-        if n else np.zeros(0, dtype)
-    offsets = np.fromfile(folder / entry["docs"], dtype="<i8")
-    return tokens, offsets
+@lru_cache(maxsize=4)  # documents are read unit by unit: a few open shards suffice
+def _docs(path: Path, n: int, dtype: str) -> tuple[np.memmap, np.ndarray]:
+    """(token ids, document offsets) of the shard whose tokens file is `path` (n tokens)."""
+    tokens = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+    return tokens, np.fromfile(path.with_suffix(".docs"), dtype="<i8")
 
 
 def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path], out: Path, move: bool,
@@ -79,7 +79,14 @@ def finalize(meta: dict, records: dict[int, tuple[Path, dict]], parts: list[Path
     """Lay every unit's shards out, in unit order, as `out/train` and `out/heldout`, and mark
     `out/prepare.json` complete. `records`: unit -> (the part folder holding it, its record).
     Deterministic: the same units give the same stores."""
-    summary = summary or Summary(out=out, units=len(records))
+    _docs.cache_clear()  # a shard path may hold other ids than in an earlier finalize (--overwrite)
+    try:
+        return _finalize(meta, records, parts, out, move, summary or Summary(out=out, units=len(records)))
+    finally:
+        _docs.cache_clear()
+
+
+def _finalize(meta: dict, records: dict, parts: list[Path], out: Path, move: bool, summary: Summary) -> Summary:
     settings = meta["settings"]
     dtype = id_dtype(meta["tokenizer"]["vocab_size"])
     kept = _drop_after_bad_files(records, summary)
@@ -165,13 +172,13 @@ def _drop_after_bad_files(records: dict, summary: Summary) -> list[int]:
 
 
 def _read_doc(part: Path, record: dict, where: tuple, dtype) -> np.ndarray:
+    """One document of a unit: ("candidate", c), or ("train", shard, doc)."""
     folder = unit_dir(part, record["unit"])
     if where[0] == "candidate":
-        tokens, offsets = _docs(folder / "heldout", record["heldout"]["shard"], dtype)
-        j = where[1]
+        folder, entry, j = folder / "heldout", record["heldout"]["shard"], where[1]
     else:
-        tokens, offsets = _docs(folder, record["train"][where[1]], dtype)
-        j = where[2]
+        entry, j = record["train"][where[1]], where[2]
+    tokens, offsets = _docs(folder / entry["tokens"], int(entry["num_tokens"]), np.dtype(dtype).name)
     return np.asarray(tokens[offsets[j]:offsets[j + 1]])
 
 
@@ -215,7 +222,7 @@ def _lay_out_train(folder: Path, dtype, records: dict, kept: list[int], lowest, 
 def _without_doc(unit: Path, entry: dict, j: int, dtype) -> dict:
     """A copy of one shard without document `j`, in `unit/rewritten/` (the original is kept, so
     this can be redone after an interruption)."""
-    tokens, offsets = _docs(unit, entry, dtype)
+    tokens, offsets = _docs(unit / entry["tokens"], int(entry["num_tokens"]), np.dtype(dtype).name)
     number = int(entry["tokens"].removeprefix("shard-").removesuffix(".bin"))
     writer = ShardWriter(unit / "rewritten", number, dtype)
     for d in range(len(offsets) - 1):

@@ -11,6 +11,11 @@ subfolders read whole; else a hub name (`owner/name` or `name`) for
 `datasets.load_dataset(name, split=split, streaming=True)`.
 Binary or non-UTF-8 files are skipped and counted (one warning at the end); blank texts are
 skipped. Mistakes raise `UserError` when `iter_texts` is called, before any text is consumed.
+
+For `twinlm prepare`, `source_pieces` cuts a source into pieces that separate processes read
+without reading anything twice (byte ranges of large text and JSON-lines files, parquet row
+groups, MDS shards, row ranges of save_to_disk folders, whole small files) and `read_piece`
+reads one; all pieces in order give exactly what `iter_texts` gives.
 """
 
 from __future__ import annotations
