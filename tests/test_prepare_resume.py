@@ -43,7 +43,7 @@ def test_sigkill_mid_prepare_then_resume(tmp_path, capsys):
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = tmp_path / "P"
     args = ["prepare", str(corpus), "--tokenizer", str(tmp_path / "tok"), "--out", str(out),
-            "--unit-bytes", "4000", "--workers", "2", "--no-progress"]
+            "--unit-bytes", "6000", "--workers", "2", "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(Path(twinlm.__file__).parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "twinlm.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
