@@ -312,31 +312,31 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
             tok = load_worker_tokenizer(str(out / "tokenizer"))
             counter = _Counter()
             for task in tasks:
-                record = run_unit(*task, tokenizer=tok, counter=counter)
-                _tick(bar, counter.value, record)
+                run_unit(*task, tokenizer=tok, counter=counter)
+                _tick(bar, counter)
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        counter = ctx.Value("q", 0)
+        counter = ctx.Array("q", 2)  # [source bytes read, tokens written], added to by the workers
         with ctx.Pool(workers, worker_init, (str(out / "tokenizer"), counter, os.getpid())) as pool:
             results = pool.imap_unordered(run_unit_task, tasks)
             remaining = len(tasks)
             while remaining:
                 try:
-                    record = results.next(timeout=0.5)
+                    results.next(timeout=0.5)
                     remaining -= 1
                 except mp.TimeoutError:
-                    record = None
-                _tick(bar, counter.value, record)
+                    pass
+                _tick(bar, counter)
     finally:
         if bar is not None:
             bar.close()
 
 
-class _Counter:
-    """The in-process stand-in for a shared multiprocessing.Value."""
+class _Counter(list):
+    """The in-process stand-in for the shared multiprocessing.Array [bytes, tokens]."""
 
     def __init__(self):
-        self.value = 0
+        super().__init__([0, 0])
 
     def get_lock(self):
         from contextlib import nullcontext
@@ -349,19 +349,23 @@ def _bar(progress: bool, total: int | None):
         return None
     from tqdm.auto import tqdm
 
-    # One line: bytes of source read (with total and ETA where the size is known), tokens/s.
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="preparing", dynamic_ncols=True, file=sys.stderr)
-    bar.tokens, bar.started = 0, time.time()
+    # One line: bytes of source read with total and ETA where the size is known (tokens/s beside
+    # it); tokens written, with their rate, where it is not (a streamed hub dataset).
+    bar = tqdm(total=total, unit="B" if total else " tokens", unit_scale=True, desc="preparing",
+               dynamic_ncols=True, file=sys.stderr)
+    bar.started = time.time()
     return bar
 
 
-def _tick(bar, value: int, record: dict | None) -> None:
+def _tick(bar, counter) -> None:
     if bar is None:
         return
-    if record is not None:
-        bar.tokens += record["tokens"]
-    bar.update(max(0, value - bar.n))
-    bar.set_postfix_str(f"{bar.tokens / max(1e-9, time.time() - bar.started):,.0f} tokens/s", refresh=False)
+    done, tokens = counter[0], counter[1]
+    if bar.total:
+        bar.update(max(0, done - bar.n))
+        bar.set_postfix_str(f"{tokens / max(1e-9, time.time() - bar.started):,.0f} tokens/s", refresh=False)
+    else:
+        bar.update(max(0, tokens - bar.n))
 
 
 def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]]:

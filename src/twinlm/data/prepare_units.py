@@ -198,15 +198,17 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
     ordinal = tokens = 0
     bad: list[str] = []
 
-    def report(n: int) -> None:
-        if counter is not None and n > 0:
+    def report(nbytes: int, ntokens: int) -> None:
+        """Add to the shared [bytes read, tokens written] that the parent's bar shows."""
+        if counter is not None and (nbytes > 0 or ntokens > 0):
             with counter.get_lock():
-                counter.value += n
+                counter[0] += max(0, nbytes)
+                counter[1] += ntokens
 
     for piece in pieces:
         if piece.name in bad:  # iter_texts skips the rest of a bad file
             continue
-        reported = 0
+        reported = reported_tokens = 0
         try:
             for pos, ids, done in _documents(piece, settings, tok):
                 h = heldout_hash(settings.seed, piece.name, pos)
@@ -221,12 +223,12 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                         best = [h, k, j, ordinal]
                 ordinal += 1
                 tokens += len(ids)
-                if done - reported >= MIB:  # the bar moves within large pieces too
-                    report(done - reported)
-                    reported = done
+                if done - reported >= MIB or tokens - reported_tokens >= 1 << 18:  # the bar moves within pieces
+                    report(done - reported, tokens - reported_tokens)
+                    reported, reported_tokens = max(reported, done), tokens
         except sources.BadFile:
             bad.append(piece.name)
-        report(piece.size - reported)
+        report(piece.size - reported, tokens - reported_tokens)
     record = {
         "unit": u, "documents": ordinal, "tokens": tokens, "train": train.close(),
         "heldout": {"shard": held.close(), "hashes": held_hash, "ordinals": held_ordinal,
