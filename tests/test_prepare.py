@@ -279,3 +279,12 @@ def test_recipe_form_takes_source_tokenizer_and_seed_from_the_recipe(tmp_path, t
     meta = json.loads((tmp_path / "O" / "prepare.json").read_text())
     assert meta["source"]["source"] == str(other) and meta["tokenizer"]["vocab_size"] == 280
     assert 0 < meta["heldout"]["tokens"] <= 12 and meta["train"]["documents"] + meta["heldout"]["documents"] == len(WORDS)
+
+
+def test_one_progress_bar_with_total(tmp_path, tok, capsys):
+    corpus = make_corpus(tmp_path / "corpus")
+    prepare(str(corpus), tok, tmp_path / "P", PrepareSettings(unit_bytes=3000), workers=1, progress=True)
+    err = capsys.readouterr().err
+    lines = {line.split(":")[0].strip() for line in err.replace("\r", "\n").splitlines() if "%|" in line}
+    assert lines == {"preparing"}  # one bar, no library bars beside it
+    assert "100%" in err and "tokens/s" in err
