@@ -288,3 +288,20 @@ def test_one_progress_bar_with_total(tmp_path, tok, capsys):
     lines = {line.split(":")[0].strip() for line in err.replace("\r", "\n").splitlines() if "%|" in line}
     assert lines == {"preparing"}  # one bar, no library bars beside it
     assert "100%" in err and "tokens/s" in err
+
+
+def test_pretokenized_streams_are_copied_as_they_are(tmp_path, tok):
+    """Runs once data-core's reader (and its fixture copy) is merged; skipped before."""
+    pretokenized = pytest.importorskip("twinlm.data.pretokenized")
+    source = Path(__file__).parent / "data" / "mds-pretokenized" / "train"
+    if not source.is_dir():
+        pytest.skip("tests/data/mds-pretokenized is not in this tree")
+    expected = [d.tolist() for d in pretokenized.iter_token_documents(str(source))]
+    one = run(source, tok, tmp_path / "w1", workers=1, heldout_share=0.1)
+    run(source, tok, tmp_path / "w2", workers=2, heldout_share=0.1)
+    assert one.units == 2  # one unit per leaf stream
+    train, held = docs_of(tmp_path / "w1" / "train"), docs_of(tmp_path / "w1" / "heldout")
+    assert sorted(train + held) == sorted(expected) and held  # ids unchanged, no framing added
+    assert train == [d for d in expected if d not in held]
+    assert (train, held) == (docs_of(tmp_path / "w2" / "train"), docs_of(tmp_path / "w2" / "heldout"))
+    assert json.loads((tmp_path / "w1" / "prepare.json").read_text())["source"]["kind"] == "tokens"

@@ -124,18 +124,36 @@ def _classify(source: str, settings: PrepareSettings) -> str:
     return kinds.pop() if kinds else "text"
 
 
+def _pretokenized():
+    try:
+        from twinlm.data import pretokenized  # data-core's readers of id columns
+    except ImportError:
+        raise UserError(f"this source holds token ids ({IDS_COLUMN}), and this twinlm cannot read "
+                        "pre-tokenized sources yet") from None
+    return pretokenized
+
+
+def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece]:
+    """One piece (and unit) per stream of a pre-tokenized source: an MDS leaf folder or a table
+    file, each read whole by `iter_token_documents` in the stream order the reader uses."""
+    probe = _pretokenized().probe_source(source, IDS_COLUMN, settings.text_column, settings.split)
+    root = Path(source)
+    pieces = []
+    for unit in probe.units:
+        path = Path(unit.path)
+        name = path.relative_to(root).as_posix() if root.is_dir() and path != root else path.name
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+        pieces.append(sources.Piece("tokens", str(path), name, 0, 0, size))
+    return pieces
+
+
 def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
     """Resolve and cut the source (cheap: no text is tokenized); UserError on bad input."""
     settings.check()
     kind = _classify(source, settings)
     if kind == "tokens":
-        try:
-            import twinlm.data.pretokenized  # noqa: F401  (data-core's reader of id columns)
-        except ImportError:
-            raise UserError(f"{source} holds token ids ({IDS_COLUMN}), and this twinlm cannot read "
-                            "pre-tokenized sources yet") from None
-        pieces = [sources.Piece("tokens", str(source), Path(source).name)]
-        return _Plan(source, settings, kind, pieces, [pieces], 0, 0)
+        pieces = _token_streams(source, settings)
+        return _Plan(source, settings, kind, pieces, [[p] for p in pieces], 0, sum(p.size for p in pieces))
     probe = sources.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
     total = sum(p.size for p in probe)
     unit_bytes = settings.unit_bytes or auto_unit_bytes(total)
@@ -266,7 +284,12 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
     out = Path(out)
     plan = plan or plan_prepare(source, settings or PrepareSettings())
     tok = for_twin(tokenizer, "encoder")  # the run's tokenizer is saved this way (corpus.prepare_tokenizer)
-    meta = _meta(plan, tokenizer_meta(tok, tokenizer_name or str(getattr(tokenizer, "name_or_path", ""))), shard)
+    name = tokenizer_name or str(getattr(tokenizer, "name_or_path", ""))
+    if plan.kind == "tokens":  # the data's CLS/SEP framing must be the tokenizer's, before any work
+        pretokenized = _pretokenized()
+        probe = pretokenized.probe_source(plan.source, IDS_COLUMN, plan.settings.text_column, plan.settings.split)
+        pretokenized.check_framing(probe, tok, IDS_COLUMN, plan.settings.split, tokenizer_name=name)
+    meta = _meta(plan, tokenizer_meta(tok, name), shard)
     lock = _Lock(out)
     try:
         old = _claim_output(out, meta, overwrite)
