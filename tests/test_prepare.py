@@ -2,7 +2,9 @@
 machines; held-out draw; errors before work; no overwriting."""
 
 import json
+import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -125,9 +127,13 @@ def test_shards_roll_over_and_merge_equals_one_machine(tmp_path, tok):
     whole = run(corpus, tok, tmp_path / "whole", workers=2, **kw)
     assert whole.shards > whole.units  # units wrote several shards each
     assert whole.heldout_documents == 5  # the cap binds; the other candidates went back to training
+    elsewhere = tmp_path / "machine-b" / "corpus"  # another machine: same files, another path and mtime
+    shutil.copytree(corpus, elsewhere)
+    for f in elsewhere.rglob("*"):
+        os.utime(f, (1e9, 1e9))
     parts = []
     for i in range(3):
-        part = run(corpus, tok, tmp_path / f"part{i}", workers=1, shard=(i, 3), **kw)
+        part = run(elsewhere if i == 1 else corpus, tok, tmp_path / f"part{i}", workers=1, shard=(i, 3), **kw)
         assert not part.complete and not is_prepared(tmp_path / f"part{i}")
         parts.append(tmp_path / f"part{i}")
     with pytest.raises(UserError, match=r"parts 2/3 are missing"):
