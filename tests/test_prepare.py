@@ -262,6 +262,20 @@ def test_hub_dataset_streams_through_one_unit(tmp_path, tok, monkeypatch):
     assert s.units == 1 and s.train_documents + s.heldout_documents == 30
 
 
+def test_hub_dataset_with_several_files_is_cut_into_one_unit_each(tmp_path, tok, monkeypatch):
+    import datasets
+
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"part{i}.jsonl")
+        files[-1].write_text("".join(json.dumps({"text": f"file {i} row {j} " + WORDS[j]}) + "\n" for j in range(9)))
+    real = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train", streaming=True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: real)  # a streamed dataset of 3 files
+    s = run("someowner/corpus", tok, tmp_path / "hub", workers=1, heldout_share=0.0)
+    assert s.units == 3
+    assert docs_of(tmp_path / "hub" / "train") == document_ids(tok, list(iter_texts("someowner/corpus")))
+
+
 def test_recipe_form_takes_source_tokenizer_and_seed_from_the_recipe(tmp_path, tok_path, capsys):
     corpus = make_corpus(tmp_path / "corpus")
     recipe = tmp_path / "r.yaml"

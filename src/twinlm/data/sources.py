@@ -200,15 +200,27 @@ def _disk(path: Path, column: str, split: str) -> Iterator[str | None]:
     return (v for batch in ds.select_columns([column]).iter(batch_size=1024) for v in batch[column])
 
 
-def _hub(name: str, column: str, split: str) -> Iterator[str | None]:
+def _open_hub(name: str, split: str):
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, split=split, streaming=True)
+        return datasets.load_dataset(name, split=split, streaming=True)
     except Exception as e:  # offline, unknown name, bad split...: all mean "cannot read this"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"'{name}' is not a local file or folder, and the hub dataset could not be "
                         f"loaded ({reason}); check the path, or the name and network access") from None
+
+
+def _hub_shards(ds) -> int:
+    """How many contiguous shards (data files) a streamed dataset can be cut into."""
+    n = getattr(ds, "num_shards", 1)
+    return n if isinstance(n, int) and n > 1 and hasattr(ds, "shard") else 1
+
+
+def _hub(name: str, column: str, split: str, shard: int | None = None) -> Iterator[str | None]:
+    ds = _open_hub(name, split)
+    if shard is not None and _hub_shards(ds) > 1:  # shard k of n, contiguous: in order, they are ds
+        ds = ds.shard(num_shards=_hub_shards(ds), index=shard, contiguous=True)
     if ds.column_names is not None:  # None when the hub does not say; rows are checked then
         _need(column, ds.column_names, f"hub dataset {name}")
     yield from (_field(row, column, f"hub dataset {name}") for row in ds)
@@ -349,7 +361,8 @@ def source_pieces(source: str, text_column: str = "text", split: str = "train",
     pieces: list[Piece] = []
     for ukind, path in _units(kind, target):
         if ukind == "hub":
-            pieces.append(Piece("hub", str(path), str(path)))
+            n = _hub_shards(_open_hub(str(path), split))
+            pieces += [Piece("hub", str(path), str(path) if n == 1 else f"{path}#{k}", k, k + 1) for k in range(n)]
         elif ukind == "mds":
             pieces += _mds_pieces(path, _name(path, root))
         elif ukind == "disk":
@@ -430,14 +443,7 @@ def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
     if ukind == "disk":
         return list(_open_disk(path, split).column_names)
     if ukind == "hub":
-        import datasets
-
-        try:
-            ds = datasets.load_dataset(str(path), split=split, streaming=True)
-        except Exception as e:  # see _hub: every failure means "cannot read this"
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"'{path}' is not a local file or folder, and the hub dataset could not be "
-                            f"loaded ({reason}); check the path, or the name and network access") from None
+        ds = _open_hub(str(path), split)
         if ds.column_names is not None:
             return list(ds.column_names)
         first = next(iter(ds), None)
@@ -516,7 +522,7 @@ def read_piece(piece: Piece, text_column: str = "text", split: str = "train") ->
                     yield i, text, piece.size * (i + 1 - piece.start) // n
                 i += 1
         return
-    values = _hub(str(piece.path), text_column, split) if kind == "hub" else _read("doc" if kind == "doc" else "file", path, text_column, split)
+    values = _hub(str(piece.path), text_column, split, piece.start) if kind == "hub" else _read("doc" if kind == "doc" else "file", path, text_column, split)
     done = 0
     for i, value in enumerate(values):
         if (text := _checked(value, text_column, where)) is not None:
