@@ -16,6 +16,7 @@ from twinlm.commands import (
     finetune,
     generate,
     plan,
+    prepare,
     pretrain,
     search,
     sft,
@@ -24,7 +25,7 @@ from twinlm.commands import eval as eval_command
 from twinlm.errors import UserError
 
 # Explicit list, in the order `twinlm --help` shows them.
-COMMANDS = [pretrain, plan, eval_command, compare, convert, demo, finetune, encode, search, sft, bco, generate]
+COMMANDS = [pretrain, prepare, plan, eval_command, compare, convert, demo, finetune, encode, search, sft, bco, generate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,452 @@
+"""`twinlm prepare`: turn a corpus into a prepared folder of sharded token stores, in parallel,
+resumably, and split across machines if need be.
+
+A prepared folder `P` holds `prepare.json` (tokenizer, source, settings; `"complete": true`
+only once everything is written), `tokenizer/` (the tokenizer the ids belong to), and two token
+stores (`twinlm.data.store`): `train/` and `heldout/`.
+
+How the work is cut: the source is split into pieces (`sources.source_pieces`: byte ranges of
+large text and JSON-lines files, parquet row groups, MDS shards, row ranges of save_to_disk
+folders, whole small files), consecutive pieces are grouped into units of about `unit_bytes`,
+and each unit is tokenized by one worker into its own shards under `P/.units/uNNNNNN/`. A unit is
+finished when its record `P/.progress/unit-NNNNNN.json` exists (written atomically after its
+shards are closed), so an interrupted prepare redoes only the units without a record. The layout
+depends on the source and the settings, never on the number of workers or machines, and the
+final step (`finalize`) lays the units' shards out in unit order: the stores are the same
+whatever `--workers` or `--shard i/n` did the work.
+
+Held-out documents are chosen while writing: a document is a candidate when the hash of
+(seed, file name, position in the file) falls below `heldout_share`; at the end, the candidates
+with the smallest hashes, at most `heldout_max_documents`, form `heldout/` and the others are
+appended to `train/` as one last shard. Never all of a corpus: at least one document trains, and
+a corpus of two or more documents whose hashes picked none gives its lowest-hash document.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from twinlm.data import sources
+from twinlm.data.prepare_finalize import META, Summary, finalize
+from twinlm.data.prepare_units import (
+    IDS_COLUMN,
+    MIB,
+    auto_unit_bytes,
+    layout_fingerprint,
+    load_worker_tokenizer,
+    plan_units,
+    quiet_libraries,
+    record_path,
+    run_unit,
+    run_unit_task,
+    worker_init,
+    write_json,
+)
+from twinlm.data.store import id_dtype
+from twinlm.errors import UserError
+
+FORMAT = "twinlm-prepared"
+VERSION = 1
+LOCK = ".lock"
+
+
+@dataclass
+class PrepareSettings:
+    """Everything that changes the prepared stores' content (part of the resume check)."""
+
+    text_column: str = "text"
+    split: str = "train"
+    shard_tokens: int = 2**27  # a unit's shards roll over past this many tokens
+    unit_bytes: int | None = None  # source bytes per unit of work; None: total/256, within 1-256 MiB
+    heldout_share: float = 0.005
+    heldout_max_documents: int = 2000
+    heldout_max_tokens: int = 2_000_000  # the held-out split also stops before this many tokens
+    seed: int = 42
+
+    def check(self) -> None:
+        if not 0.0 <= self.heldout_share < 1.0:
+            raise UserError(f"--heldout-share must be in [0, 1), got {self.heldout_share}")
+        if self.heldout_max_documents < 0 or self.heldout_max_tokens < 0:
+            raise UserError("--heldout-max-documents and --heldout-max-tokens must be >= 0")
+        if self.shard_tokens < 1:
+            raise UserError(f"--shard-tokens must be >= 1, got {self.shard_tokens}")
+        if self.unit_bytes is not None and self.unit_bytes < 1:
+            raise UserError(f"--unit-bytes must be >= 1, got {self.unit_bytes}")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n; None -> (0, 1)."""
+    if spec is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {spec}: need 0 <= i < n")
+    return i, n
+
+
+# --- the whole prepare ----------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    source: str
+    settings: PrepareSettings
+    kind: str  # "text" or "tokens"
+    pieces: list[sources.Piece]
+    units: list[list[sources.Piece]]
+    unit_bytes: int
+    total_bytes: int
+
+
+def _classify(source: str, settings: PrepareSettings) -> str:
+    """'text' or 'tokens' for the whole source; UserError naming the columns if neither."""
+    kinds = set()
+    for where, columns in sources.source_columns(source, settings.split):
+        if columns is None or settings.text_column in columns:
+            kinds.add("text")
+        elif IDS_COLUMN in columns:
+            kinds.add("tokens")
+        else:
+            found = ", ".join(columns) or "none"
+            raise UserError(f"{where}: no text column '{settings.text_column}' and no token-id column "
+                            f"'{IDS_COLUMN}'; columns found: {found}; name the text column with --text-column NAME")
+    if len(kinds) > 1:
+        raise UserError(f"{source} mixes text and pre-tokenized ({IDS_COLUMN}) files; prepare them separately")
+    return kinds.pop() if kinds else "text"
+
+
+def _pretokenized():
+    try:
+        from twinlm.data import pretokenized  # data-core's readers of id columns
+    except ImportError:
+        raise UserError(f"this source holds token ids ({IDS_COLUMN}), and this twinlm cannot read "
+                        "pre-tokenized sources yet") from None
+    return pretokenized
+
+
+def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece]:
+    """One piece (and unit) per stream of a pre-tokenized source: an MDS leaf folder or a table
+    file, each read whole by `iter_token_documents` in the stream order the reader uses."""
+    probe = _pretokenized().probe_source(source, IDS_COLUMN, settings.text_column, settings.split)
+    root = Path(source)
+    pieces = []
+    for unit in probe.units:
+        path = Path(unit.path)
+        name = path.relative_to(root).as_posix() if root.is_dir() and path != root else path.name
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+        pieces.append(sources.Piece("tokens", str(path), name, 0, 0, size))
+    return pieces
+
+
+def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
+    """Resolve and cut the source (cheap: no text is tokenized); UserError on bad input."""
+    settings.check()
+    kind = _classify(source, settings)
+    if kind == "tokens":
+        pieces = _token_streams(source, settings)
+        return _Plan(source, settings, kind, pieces, [[p] for p in pieces], 0, sum(p.size for p in pieces))
+    probe = sources.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
+    total = sum(p.size for p in probe)
+    unit_bytes = settings.unit_bytes or auto_unit_bytes(total)
+    pieces = probe if unit_bytes >= 256 * MIB else sources.source_pieces(
+        source, settings.text_column, settings.split, unit_bytes)
+    return _Plan(source, settings, kind, pieces, plan_units(pieces, unit_bytes), unit_bytes,
+                 sum(p.size for p in pieces))
+
+
+def tokenizer_meta(tok, name_or_path: str) -> dict:
+    from twinlm.data.packing import tokenizer_fingerprint
+
+    return {"name_or_path": name_or_path, "fingerprint": tokenizer_fingerprint(tok), "vocab_size": len(tok),
+            "cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id,
+            "pad_token_id": tok.pad_token_id, "mask_token_id": tok.mask_token_id}
+
+
+def _meta(plan: _Plan, tok_meta: dict, shard: tuple[int, int]) -> dict:
+    from twinlm.data.sources import describe_source, source_fingerprint
+
+    settings = asdict(plan.settings)
+    settings["unit_bytes"] = plan.unit_bytes
+    return {
+        "format": FORMAT, "version": VERSION, "complete": False,
+        "tokenizer": tok_meta,
+        "source": {"source": str(plan.source), "kind": plan.kind, "description": describe_source(plan.source),
+                   "fingerprint": source_fingerprint(plan.source, plan.settings.text_column, plan.settings.split),
+                   "layout": layout_fingerprint(plan.units), "units": len(plan.units), "bytes": plan.total_bytes},
+        "settings": settings, "shard": list(shard),
+    }
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def is_prepared(folder: str | Path) -> bool:
+    """True for a complete prepared folder (what `twinlm pretrain` may read as is)."""
+    meta = read_meta(Path(folder))
+    return bool(meta and meta.get("complete"))
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What makes an unfinished prepare in --out a different job than the one asked for now."""
+    out = []
+    if old["tokenizer"]["fingerprint"] != new["tokenizer"]["fingerprint"]:
+        out.append(f"tokenizer ({old['tokenizer']['name_or_path']} there, {new['tokenizer']['name_or_path']} now)")
+    if old["source"]["fingerprint"] != new["source"]["fingerprint"] or old["source"]["layout"] != new["source"]["layout"]:
+        changed = " (its files changed)" if old["source"]["source"] == new["source"]["source"] else ""
+        out.append(f"source ({old['source']['source']} there, {new['source']['source']} now{changed})")
+    for key, value in new["settings"].items():
+        if old["settings"].get(key) != value:
+            out.append(f"{key} ({old['settings'].get(key)} there, {value} now)")
+    if old.get("shard") != new.get("shard"):
+        out.append(f"--shard ({'/'.join(map(str, old.get('shard') or []))} there, {'/'.join(map(str, new['shard']))} now)")
+    return out
+
+
+def _clear(out: Path) -> None:
+    """Empty `out` (held under our lock, which stays)."""
+    for entry in out.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _claim_output(out: Path, meta: dict, overwrite: bool) -> dict | None:
+    """Check --out (locked) before any work: returns the earlier meta when resuming, None when fresh."""
+    if overwrite:
+        _clear(out)
+    if not any(e.name != LOCK for e in out.iterdir()):
+        return None
+    old = read_meta(out)
+    if old is None:
+        raise UserError(f"{out} exists and is not a twinlm prepared folder; choose another --out or pass --overwrite")
+    if old.get("complete"):
+        raise UserError(f"{out} already holds a complete prepared corpus; pass --overwrite to replace it")
+    diff = _differences(old, meta)
+    if diff:
+        raise UserError(f"{out} holds an unfinished prepare of a different job: {'; '.join(diff)}; "
+                        "re-run with the same arguments to resume, or pass --overwrite to start again")
+    return old
+
+
+class _Lock:
+    """An exclusive lock on `out` for the life of the prepare (released by the OS if killed)."""
+
+    def __init__(self, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        self._fh = open(out / LOCK, "w")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise UserError(f"another twinlm prepare is writing {out}; wait for it or choose another --out") from None
+
+    def release(self) -> None:
+        self._fh.close()
+
+
+def _done_units(out: Path, mine: list[int]) -> dict[int, dict]:
+    done = {}
+    for u in mine:
+        try:
+            done[u] = json.loads(record_path(out, u).read_text())
+        except (OSError, ValueError):
+            pass
+    return done
+
+
+def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings | None = None, *,
+            tokenizer_name: str | None = None, workers: int | None = None, shard: tuple[int, int] = (0, 1),
+            overwrite: bool = False, progress: bool = True, plan: _Plan | None = None) -> Summary:
+    """Prepare `source` with `tokenizer` into the folder `out` (see the module docstring).
+
+    Everything that can be wrong with the input is checked before the first unit starts. With
+    `shard=(i, n)`, n > 1, only units u with u % n == i are done, and `out` is a part for `merge`."""
+    from twinlm.data.tokenizer import for_twin
+
+    start = time.time()
+    out = Path(out)
+    plan = plan or plan_prepare(source, settings or PrepareSettings())
+    tok = for_twin(tokenizer, "encoder")  # the run's tokenizer is saved this way (corpus.prepare_tokenizer)
+    name = tokenizer_name or str(getattr(tokenizer, "name_or_path", ""))
+    if plan.kind == "tokens":  # the data's CLS/SEP framing must be the tokenizer's, before any work
+        pretokenized = _pretokenized()
+        probe = pretokenized.probe_source(plan.source, IDS_COLUMN, plan.settings.text_column, plan.settings.split)
+        pretokenized.check_framing(probe, tok, IDS_COLUMN, plan.settings.split, tokenizer_name=name)
+    meta = _meta(plan, tokenizer_meta(tok, name), shard)
+    lock = _Lock(out)
+    try:
+        old = _claim_output(out, meta, overwrite)
+        if old is None:
+            write_json(out / META, meta)
+        if not (out / "tokenizer" / "tokenizer.json").is_file():
+            tok.save_pretrained(out / "tokenizer")
+        i, n = shard
+        mine = [u for u in range(len(plan.units)) if u % n == i]
+        done = _done_units(out, mine)
+        pending = [u for u in mine if u not in done]
+        if done:
+            print(f"resuming {out}: {len(done)} of {len(mine)} units already done", file=sys.stderr)
+        dtype = id_dtype(len(tok)).name
+        _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress)
+        summary = Summary(out=out, units=len(mine), units_done_now=len(pending), part=shard)
+        if n == 1:
+            finalize(*_unit_records([out]), [out], out, move=True, summary=summary)
+        else:
+            meta = read_meta(out)
+            meta["units_done"] = True
+            write_json(out / META, meta)
+            summary.complete = False
+        summary.seconds = time.time() - start
+        return summary
+    finally:
+        lock.release()
+
+
+def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: int, progress: bool) -> None:
+    import multiprocessing as mp
+
+    if not pending:
+        return
+    tasks = [(out, u, plan.units[u], plan.settings, dtype) for u in pending]
+    total = sum(p.size for u in pending for p in plan.units[u]) or None
+    bar = _bar(progress, total)
+    workers = max(1, min(workers, len(pending)))
+    try:
+        if workers == 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as in the workers: one core
+            quiet_libraries()
+            tok = load_worker_tokenizer(str(out / "tokenizer"))
+            counter = _Counter()
+            for task in tasks:
+                run_unit(*task, tokenizer=tok, counter=counter)
+                _tick(bar, counter)
+            return
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        counter = ctx.Array("q", 2)  # [source bytes read, tokens written], added to by the workers
+        with ctx.Pool(workers, worker_init, (str(out / "tokenizer"), counter, os.getpid())) as pool:
+            results = pool.imap_unordered(run_unit_task, tasks)
+            remaining = len(tasks)
+            while remaining:
+                try:
+                    results.next(timeout=0.5)
+                    remaining -= 1
+                except mp.TimeoutError:
+                    pass
+                _tick(bar, counter)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class _Counter(list):
+    """The in-process stand-in for the shared multiprocessing.Array [bytes, tokens]."""
+
+    def __init__(self):
+        super().__init__([0, 0])
+
+    def get_lock(self):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+
+def _bar(progress: bool, total: int | None):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    # One line: bytes of source read with total and ETA where the size is known (tokens/s beside
+    # it); tokens written, with their rate, where it is not (a streamed hub dataset).
+    bar = tqdm(total=total, unit="B" if total else " tokens", unit_scale=True, desc="preparing",
+               dynamic_ncols=True, file=sys.stderr)
+    bar.started = time.time()
+    return bar
+
+
+def _tick(bar, counter) -> None:
+    if bar is None:
+        return
+    done, tokens = counter[0], counter[1]
+    if bar.total:
+        bar.update(max(0, done - bar.n))
+        bar.set_postfix_str(f"{tokens / max(1e-9, time.time() - bar.started):,.0f} tokens/s", refresh=False)
+    else:
+        bar.update(max(0, tokens - bar.n))
+
+
+def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]]:
+    """(meta of the first part, unit -> (part folder, record)), checking the parts are one job."""
+    metas = []
+    for part in parts:
+        meta = read_meta(part)
+        if meta is None:
+            raise UserError(f"{part} is not a twinlm prepared folder (no {META})")
+        metas.append(meta)
+    first = metas[0]
+    n = first["shard"][1]
+    seen: dict[int, Path] = {}
+    records: dict[int, tuple[Path, dict]] = {}
+    for part, meta in zip(parts, metas):
+        probe = dict(meta, shard=first["shard"])
+        diff = [d for d in _differences(first, probe) if not d.startswith("source")]
+        if meta["source"]["layout"] != first["source"]["layout"]:
+            diff.append(f"source layout ({part} saw different files)")
+        if diff or meta["shard"][1] != n:
+            raise UserError(f"{part} is not a part of the same prepare as {parts[0]}: {'; '.join(diff) or '--shard n'}")
+        i = meta["shard"][0]
+        if i in seen:
+            raise UserError(f"{part} and {seen[i]} are both part {i}/{n}")
+        seen[i] = part
+        mine = [u for u in range(meta["source"]["units"]) if u % n == i]
+        done = _done_units(part, mine)
+        if len(done) < len(mine):
+            raise UserError(f"{part} is unfinished ({len(done)} of {len(mine)} units); re-run its prepare first")
+        records.update({u: (part, r) for u, r in done.items()})
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise UserError(f"parts {', '.join(f'{i}/{n}' for i in missing)} are missing; pass every part to --merge")
+    return first, records
+
+
+def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Summary:
+    """Merge the parts of a `--shard i/n` prepare into one prepared folder equal to a one-machine
+    prepare. Token files are hard-linked (no copy, the parts stay usable) where `out` is on the
+    parts' file system, copied otherwise."""
+    start = time.time()
+    parts = [Path(p) for p in parts]
+    out = Path(out)
+    if not parts:
+        raise UserError("--merge needs the part folders")
+    if any(out.resolve() == p.resolve() for p in parts):
+        raise UserError("--out must be a new folder, not one of the parts")
+    for p in parts:
+        if not p.is_dir():
+            raise UserError(f"no such part folder: {p}")
+    _unit_records(parts)  # every check before anything is written
+    if out.exists() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    lock = _Lock(out)
+    try:
+        _clear(out)
+        summary = finalize(*_unit_records(parts), parts, out, move=False)
+        summary.seconds = time.time() - start
+        return summary
+    finally:
+        lock.release()
