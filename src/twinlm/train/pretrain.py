@@ -35,9 +35,11 @@ from twinlm.models import (
     training_flops_per_token,
 )
 from twinlm.objectives import collator_for
+from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
 from twinlm.train.card import write_model_card
 from twinlm.train.heldout import heldout_loss, unigram_baseline
+from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
 from twinlm.train.schedules import lr_multiplier, warmup_steps_for
@@ -305,10 +307,15 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
         remove_unused_columns=False,
         dataloader_drop_last=True,
         disable_tqdm=True,
+        torch_compile=t.compile,
+        dataloader_num_workers=t.dataloader_workers,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and state.num_processes > 1 else None,
     )
-    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio)
+    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio, t.document_masking, t.attn_implementation)
+    if t.document_masking:
+        keep_documents_apart(model)
+    attach_chunked_loss(model, t.loss_chunk)
     trainer = PhaseTrainer(
         model=model, args=args, train_dataset=IndexedDataset(dataset),
         data_collator=SeededCollator(collator, t.seed),
