@@ -111,3 +111,19 @@ def keep_documents_apart(model) -> None:
         return
     hook = _encoder_pre_hook if getattr(model.config, "model_type", "") == "modernbert" else _decoder_pre_hook
     setattr(model, _HOOK_ATTR, model.register_forward_pre_hook(hook, with_kwargs=True))
+
+
+def backbone_inputs(model, input_ids: torch.Tensor, position_ids: torch.Tensor | None) -> dict:
+    """Keyword arguments for `model.model(...)` (the twin without its head) that keep documents
+    apart the way training does, for callers that run the backbone themselves (evaluation)."""
+    if position_ids is None:
+        return {"input_ids": input_ids}
+    batch = {"input_ids": input_ids, "position_ids": position_ids}
+    if model.config._attn_implementation == "flash_attention_2":
+        batch = flatten_for_varlen(batch)
+    elif getattr(model.config, "model_type", "") == "modernbert":
+        batch["attention_mask"] = encoder_document_masks(model.config, position_ids,
+                                                          model.get_input_embeddings().weight.dtype)
+    if getattr(model.config, "model_type", "") != "modernbert":
+        batch["use_cache"] = False
+    return batch

@@ -254,7 +254,8 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
         train_store, heldout_store = stores[phase.source or recipe.data.source]
         result = _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store, heldout_store,
                             step_offset, callbacks)
-        baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids)
+        baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids,
+                                    heldout_tokens=recipe.training.heldout_tokens)
         result.heldout["unigram_baseline"] = baseline
         if state.is_main_process:
             _save_atomic(model, tokenizer, twin, phase_dir, result)
@@ -349,7 +350,8 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
-    heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio)
+    heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio,
+                           token_budget=t.heldout_tokens, precision=t.precision, document_masking=t.document_masking)
     return PhaseResult(
         twin=twin, phase=phase.name, steps=steps, tokens=steps * tokens_per_step, seq_len=phase.seq_len,
         global_batch=batch, train_loss=output.training_loss, heldout=heldout, seconds=round(seconds, 2),
