@@ -86,8 +86,8 @@ def _encoder_pre_hook(module, args, kwargs):
     position_ids = kwargs.get("position_ids")
     if position_ids is None or kwargs.get("attention_mask") is not None or "cu_seq_lens_q" in kwargs:
         return None
-    if bool((position_ids[:, 1:] - position_ids[:, :-1] == 1).all()):
-        return None  # one document per row: the plain (no-mask) path is already exact
+    # Masks are built even for rows holding one document: a data-dependent skip here would
+    # break a torch.compile graph in two at every call.
     dtype = module.get_input_embeddings().weight.dtype
     kwargs["attention_mask"] = encoder_document_masks(module.config, position_ids, dtype)
     return args, kwargs
