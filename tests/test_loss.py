@@ -78,3 +78,48 @@ def test_chunked_loss_trains_like_the_stock_loss(tmp_path: Path):
         weights[chunk] = {n: p.detach().clone() for n, p in model.named_parameters()}
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[50][name], value, atol=1e-5, rtol=0, msg=name)
+
+
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+from twinlm.data.corpus import prepare_stores, prepare_tokenizer
+from twinlm.models import build_config, build_twin
+from twinlm.recipe import load_recipe
+from twinlm.train.pretrain import build_phase_trainer, process_state
+
+out, chunk = Path(sys.argv[1]), int(sys.argv[2])
+state = process_state()
+recipe = load_recipe("micro", [f"training.loss_chunk={chunk}", "training.micro_batch=4", "training.global_batch=8",
+                               "training.save_every=1000"])
+with state.main_process_first():
+    tokenizer = prepare_tokenizer(recipe, out)
+    train, _ = prepare_stores(recipe, tokenizer, out / "data", None)
+model = build_twin("decoder", build_config("decoder", recipe.model, tokenizer), seed=0)
+trainer = build_phase_trainer(recipe, out / f"work{chunk}", "decoder", model, tokenizer, recipe.phases[0], 3, train)
+trainer.train()
+if state.is_main_process:
+    torch.save({n: p.detach() for n, p in model.named_parameters()}, out / f"weights{chunk}-{state.num_processes}.pt")
+"""
+
+
+@pytest.mark.slow  # two torchrun launches (~1 min on 2 cores)
+def test_chunked_loss_under_ddp_equals_one_process(tmp_path):
+    """2 ranks x micro-batch 4 (chunked loss, documents apart) make the updates of 1 rank x 4 x 2
+    accumulation steps with the stock loss: gradients are synchronised through the hooks."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_chunked.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--master_port", "29541", "--nproc_per_node"]
+    for nproc, chunk in ((2, 50), (1, 0)):
+        proc = subprocess.run([*run, str(nproc), str(script), str(tmp_path), str(chunk)], capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    two, one = torch.load(tmp_path / "weights50-2.pt"), torch.load(tmp_path / "weights0-1.pt")
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, atol=1e-5, rtol=0, msg=name)

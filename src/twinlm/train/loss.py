@@ -60,6 +60,7 @@ class ChunkedCausalLoss:
         ]
 
     def before(self, module, args, kwargs):
+        self.labels = self.num_items = self.hidden = None  # nothing left over from a failed call
         if self.chunk <= 0 or kwargs.get("labels") is None:
             return None
         self.labels = kwargs.pop("labels")
