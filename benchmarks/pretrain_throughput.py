@@ -190,8 +190,8 @@ def main(argv=None) -> int:
             print(f"  {twin:8s} documents apart / across: {ratio:.3f}x tokens/s", flush=True)
     print("\n| twin | recipe | real tokens/s | MFU | vs stock packed |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['twin']} | {r['recipe']} | {r['tokens_per_second']:,.0f} | {100 * r['mfu']:.1f}% | "
-              f"{r['vs_stock_packed']:.2f}x |")
+        vs = "n/a" if r["vs_stock_packed"] != r["vs_stock_packed"] else f"{r['vs_stock_packed']:.2f}x"
+        print(f"| {r['twin']} | {r['recipe']} | {r['tokens_per_second']:,.0f} | {100 * r['mfu']:.1f}% | {vs} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
