@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-IGNORE = -100
+from twinlm.packed import IGNORE, document_positions, flatten_for_varlen, mask_boundary_labels
 
 
 def mask_tokens(
@@ -45,30 +45,64 @@ def corrupt(input_ids: torch.Tensor, selected: torch.Tensor, mask_token_id: int,
     return corrupted
 
 
-class MLMCollator:
+class PackedCollator:
+    """Stack blocks and, with `document_masking`, add per-document `position_ids` (and no
+    attention mask, so that attention is kept within documents: see `twinlm.packed`). With
+    `flatten` (flash-attention varlen) the batch becomes one row with `cu_seq_lens_*`."""
+
+    def __init__(self, cls_id: int | None, document_masking: bool = True, flatten: bool = False):
+        if document_masking and cls_id is None:
+            raise ValueError("document masking needs the tokenizer's [CLS] id (every document starts with it)")
+        if flatten and not document_masking:
+            raise ValueError("flattening a batch for varlen attention needs document masking")
+        self.cls_id, self.document_masking, self.flatten = cls_id, document_masking, flatten
+
+    def stack(self, examples: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_ids = torch.stack([e["input_ids"] for e in examples])
+        positions = document_positions(input_ids, self.cls_id) if self.document_masking else None
+        return input_ids, positions
+
+    def finish(self, input_ids, positions, labels) -> dict[str, torch.Tensor]:
+        if positions is None:
+            return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+        batch = {"input_ids": input_ids, "position_ids": positions, "labels": labels}
+        return flatten_for_varlen(batch) if self.flatten else batch
+
+
+class MLMCollator(PackedCollator):
     """Stack blocks and apply `mask_tokens` at the phase's mask ratio."""
 
-    def __init__(self, tokenizer, mask_ratio: float):
+    def __init__(self, tokenizer, mask_ratio: float, document_masking: bool = True, flatten: bool = False):
+        super().__init__(tokenizer.cls_token_id, document_masking, flatten)
         self.mask_ratio = mask_ratio
         self.mask_token_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.special_ids = sorted(set(tokenizer.all_special_ids))
 
     def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        input_ids = torch.stack([e["input_ids"] for e in examples])
+        input_ids, positions = self.stack(examples)
         corrupted, labels, _ = mask_tokens(
             input_ids, self.mask_ratio, self.mask_token_id, self.vocab_size, self.special_ids
         )
-        return {"input_ids": corrupted, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+        return self.finish(corrupted, positions, labels)
 
 
-class CLMCollator:
-    """Stack blocks; labels are the inputs (the model shifts them by one)."""
+class CLMCollator(PackedCollator):
+    """Stack blocks; labels are the inputs (the model shifts them by one), with the document
+    boundaries masked when documents are kept apart."""
+
+    def __init__(self, cls_id: int | None, document_masking: bool = True, flatten: bool = False):
+        super().__init__(cls_id, document_masking, flatten)
 
     def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        input_ids = torch.stack([e["input_ids"] for e in examples])
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+        input_ids, positions = self.stack(examples)
+        labels = input_ids.clone() if positions is None else mask_boundary_labels(input_ids, positions)
+        return self.finish(input_ids, positions, labels)
 
 
-def collator_for(twin: str, tokenizer, mask_ratio: float):
-    return MLMCollator(tokenizer, mask_ratio) if twin == "encoder" else CLMCollator()
+def collator_for(twin: str, tokenizer, mask_ratio: float, document_masking: bool = True,
+                 attn_implementation: str = "sdpa"):
+    flatten = document_masking and attn_implementation == "flash_attention_2"
+    if twin == "encoder":
+        return MLMCollator(tokenizer, mask_ratio, document_masking, flatten)
+    return CLMCollator(tokenizer.cls_token_id, document_masking, flatten)

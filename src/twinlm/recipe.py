@@ -191,8 +191,25 @@ class TrainingConfig:
     peak_tflops: float | None = None  # for MFU; None: measured (CPU) or looked up (GPU)
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard", "wandb"]
     sparse_mlm_head: bool = True  # encoder: run the MLM head only on masked positions
+    # Model plane (attention, loss, evaluation, compile):
+    document_masking: bool = True  # attention and RoPE positions kept within each packed document
+    loss_chunk: int = 0  # tokens per chunk of the LM-head loss (logits never whole); 0: stock loss
+    heldout_tokens: int = 262_144  # held-out evaluation budget per phase end (tokens read)
+    compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile)
+    dataloader_workers: int = 0  # DataLoader worker processes per rank
 
     def __post_init__(self) -> None:
+        for key in ("loss_chunk", "dataloader_workers"):
+            if getattr(self, key) < 0:
+                raise UserError(f"training.{key} must be >= 0, got {getattr(self, key)}")
+        if self.heldout_tokens < 1:
+            raise UserError(f"training.heldout_tokens must be >= 1, got {self.heldout_tokens}")
+        if self.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
+            raise UserError(f"training.attn_implementation={self.attn_implementation!r}; "
+                            "valid: sdpa, flash_attention_2, eager")
+        if self.attn_implementation == "flash_attention_2" and not self.document_masking:
+            raise UserError("training.attn_implementation=flash_attention_2 trains on flattened documents "
+                            "(varlen); it needs training.document_masking=true")
         if self.optimizer not in ("stable_adamw", "adamw"):
             raise UserError(f"training.optimizer={self.optimizer!r}; valid: stable_adamw, adamw")
         if self.precision not in ("fp32", "bf16"):

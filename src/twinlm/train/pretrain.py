@@ -36,9 +36,11 @@ from twinlm.models import (
     training_flops_per_token,
 )
 from twinlm.objectives import collator_for
+from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
 from twinlm.train.card import write_model_card
 from twinlm.train.heldout import heldout_loss, unigram_baseline
+from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
 from twinlm.train.schedules import lr_multiplier, warmup_steps_for
@@ -239,7 +241,8 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
         train_store, heldout_store = stores[phase.name]
         result = _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store, heldout_store,
                             step_offset, callbacks)
-        baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids)
+        baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids,
+                                    heldout_tokens=recipe.training.heldout_tokens)
         result.heldout["unigram_baseline"] = baseline
         if state.is_main_process:
             _save_atomic(model, tokenizer, twin, phase_dir, result)
@@ -292,10 +295,15 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
         remove_unused_columns=False,
         dataloader_drop_last=True,
         disable_tqdm=True,
+        torch_compile=t.compile,
+        dataloader_num_workers=t.dataloader_workers,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and state.num_processes > 1 else None,
     )
-    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio)
+    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio, t.document_masking, t.attn_implementation)
+    if t.document_masking:
+        keep_documents_apart(model)
+    attach_chunked_loss(model, t.loss_chunk)
     trainer = PhaseTrainer(
         model=model, args=args, train_dataset=IndexedDataset(dataset),
         data_collator=SeededCollator(collator, t.seed),
@@ -329,7 +337,8 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
-    heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio)
+    heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio,
+                           token_budget=t.heldout_tokens, precision=t.precision, document_masking=t.document_masking)
     return PhaseResult(
         twin=twin, phase=phase.name, steps=steps, tokens=steps * tokens_per_step, seq_len=phase.seq_len,
         global_batch=batch, train_loss=output.training_loss, heldout=heldout, seconds=round(seconds, 2),
