@@ -57,25 +57,6 @@ def test_retrieval_on_a_beir_folder_and_the_mteb_adapter(micro_run, micro_world,
         read_beir(beir)
 
 
-def test_lm_eval_adapter_reads_a_local_task_yaml(micro_run, tmp_path):
-    from twinlm.evaluate.benchmarks import load_lm_eval_tasks, run_lm_eval
-
-    docs = [{"question": f"Q{i}: which is right?", "options": ["yes", "no", "maybe"], "gold": i % 3} for i in range(4)]
-    (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (tmp_path / "tiny.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: tiny.jsonl\n"
-        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
-        "doc_to_choice: \"{{options}}\"\ndoc_to_target: gold\n")
-    tasks = load_lm_eval_tasks([str(tmp_path / "tiny.yaml")])
-    items = tasks["tiny_mc"]["items"]
-    assert items[1] == {"context": "Question: Q1: which is right?\nAnswer:", "choices": ["yes", "no", "maybe"], "answer": 1}
-    for twin in ("encoder", "decoder"):
-        out = run_lm_eval({"name": twin, "architecture": twin, "path": str(micro_run / twin)}, tasks)
-        assert out["lm-eval/tiny_mc"]["items"] == 4 and 0 <= out["lm-eval/tiny_mc"]["acc"] <= 1
-    with pytest.raises(UserError, match="unknown lm-eval task 'nope'.*sciq"):
-        load_lm_eval_tasks(["nope"])
-
-
 def test_bad_input_gives_one_line_errors_and_keeps_earlier_results(micro_run, tmp_path, capsys):
     out = tmp_path / "res"
     out.mkdir()
