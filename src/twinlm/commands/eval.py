@@ -183,9 +183,8 @@ def bare_results(spec: str, cfg) -> dict:
 
 def prepare_benchmarks(args, cfg) -> list:
     """Validated lm-eval / MTEB task runners, as (label, fn(model result, output folder) -> results)."""
-    from twinlm.evaluate import benchmarks
-
     from twinlm.errors import UserError
+    from twinlm.evaluate import benchmarks
 
     extras = []
     if getattr(args, "lm_eval_limit", None) is not None and args.lm_eval_limit < 1:

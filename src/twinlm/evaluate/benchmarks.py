@@ -243,50 +243,36 @@ def _quietly(fn):
         return fn()
 
 
-# MTEB retrieval tasks (BEIR layout on the hub).
-MTEB_TASKS = {"SciFact": "mteb/scifact", "NFCorpus": "mteb/nfcorpus", "FiQA2018": "mteb/fiqa", "ArguAna": "mteb/arguana"}
+def load_mteb_tasks(specs: list[str]) -> dict:
+    """{name: mteb task} for BEIR-layout folders and mteb task names, data loaded (see mteb_local)."""
+    from twinlm.evaluate.mteb_local import load_tasks
+
+    if not [s for s in specs if s.strip()]:
+        raise UserError("--mteb needs BEIR-layout folders or mteb retrieval task names, e.g. --mteb SciFact")
+    return load_tasks(specs)
 
 
-def load_mteb_tasks(names: list[str]) -> dict[str, dict]:
-    """{task name: BEIR collection} from local folders, or MTEB names fetched from the hub."""
-    from twinlm.evaluate.retrieval import read_beir
-
-    tasks = {}
-    for name in (n.strip() for n in names if n.strip()):
-        if Path(name).is_dir():
-            tasks[Path(name).name] = read_beir(name)
-        elif name in MTEB_TASKS:
-            tasks[name] = _hub_beir(MTEB_TASKS[name], name)
-        else:
-            raise UserError(f"unknown MTEB task {name!r}; built in: {', '.join(MTEB_TASKS)}, or a BEIR-layout folder")
-    return tasks
-
-
-def _hub_beir(repo: str, name: str) -> dict:
-    from datasets import load_dataset
-
-    try:
-        corpus = {r["_id"]: (r.get("title", "") + " " + r["text"]).strip() for r in load_dataset(repo, "corpus", split="corpus")}
-        queries = {r["_id"]: r["text"] for r in load_dataset(repo, "queries", split="queries")}
-        qrels: dict[str, dict[str, int]] = {}
-        for r in load_dataset(repo, "default", split="test"):
-            qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
-    except Exception as err:
-        raise UserError(f"cannot load MTEB task {name} ({repo}): {str(err).splitlines()[0]}") from None
-    return {"corpus": corpus, "queries": {q: queries[q] for q in qrels if q in queries}, "qrels": qrels}
-
-
-def run_mteb(model: dict, tasks: dict[str, dict], cfg) -> dict:
-    """Fine-tune the model into an embedding model on its default retrieval data (best learning
-    rate found by the retrieval task, seed 0, same budget), then score every MTEB task."""
+def run_mteb(model: dict, tasks: dict, cfg, log=print) -> dict:
+    """{"mteb": {task: metrics}}. A sentence-transformers model is scored as it is; any other model
+    is first fine-tuned into one on its world's retrieval data (the retrieval task's best learning
+    rate when it ran, seed 0, the same budget)."""
     from dataclasses import replace
 
+    from twinlm.evaluate import mteb_local
     from twinlm.evaluate.models import ModelRef, world_for
-    from twinlm.evaluate.retrieval import RetrievalTask
     from twinlm.evaluate.runner import build_tasks
 
-    ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"))
-    base = build_tasks(replace(cfg, tasks=["retrieval"]), world_for(ref))["retrieval"]
-    lr = model["tasks"].get("retrieval", {}).get("best_lr", cfg.lrs[0])
-    embedder = base.finetune(ref.path, ref.architecture, 0, lr, cfg.steps, cfg.batch_size)
-    return {f"mteb/{name}": RetrievalTask(coll, [{}], cfg.max_length).evaluate(embedder) for name, coll in tasks.items()}
+    line = ProgressLine(f"  [{model['name']}] mteb " + ", ".join(tasks))
+    if (Path(model["path"]) / "modules.json").is_file():
+        from sentence_transformers import SentenceTransformer
+
+        embedder, how = SentenceTransformer(model["path"]), "as it is"
+    else:
+        ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"))
+        base = build_tasks(replace(cfg, tasks=["retrieval"]), world_for(ref))["retrieval"]
+        lr = model["tasks"].get("retrieval", {}).get("best_lr", cfg.lrs[0])
+        embedder = base.finetune(ref.path, ref.architecture, 0, lr, cfg.steps, cfg.batch_size)
+        how = f"fine-tuned on the world's retrieval pairs (lr {lr:g}, {cfg.steps} steps, seed 0)"
+    scores = mteb_local.evaluate(embedder, tasks)
+    seconds = line.close()
+    return {"mteb": {name: {**s, "model": how, "seconds": round(seconds, 1)} for name, s in scores.items()}}
