@@ -33,6 +33,14 @@ class LmEvalPlan:
     manager: object = None
 
 
+def need(module: str, flag: str) -> None:
+    """A one-line error when the harness behind `flag` is not installed (it is the `eval` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{flag} needs the {module} package: pip install 'twinlm[eval]'")
+
+
 def _local_tasks(manager, path: Path) -> list[str]:
     """Task (and group) names defined by the YAML file `path`, or by the YAMLs under a folder."""
     from lm_eval.tasks._index import Kind
@@ -54,6 +62,7 @@ def plan_lm_eval(specs: list[str], log=print) -> LmEvalPlan:
     any model is evaluated."""
     import logging
 
+    need("lm_eval", "--lm-eval")
     specs = [s.strip() for s in specs if s.strip()]
     if not specs:
         raise UserError("--lm-eval needs task names or task YAML files, e.g. --lm-eval arc_easy or --lm-eval tasks/my_task.yaml")
@@ -245,6 +254,7 @@ def _quietly(fn):
 
 def load_mteb_tasks(specs: list[str]) -> dict:
     """{name: mteb task} for BEIR-layout folders and mteb task names, data loaded (see mteb_local)."""
+    need("mteb", "--mteb")
     from twinlm.evaluate.mteb_local import load_tasks
 
     if not [s for s in specs if s.strip()]:
