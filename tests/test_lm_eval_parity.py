@@ -190,3 +190,26 @@ def test_local_task_with_missing_data_fails_in_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(UserError, match="cannot load the data of twinlm_missing"):
         plan_lm_eval([str(tmp_path / "t.yaml")])
+
+
+def test_encoder_generation_and_rolling_follow_the_same_protocol(encoder):
+    from lm_eval.api.instance import Instance
+
+    from twinlm.evaluate.lm_eval_encoder import EncoderLM
+
+    model, tok = encoder
+    lm = EncoderLM(model, tokenizer=tok, device="cpu")
+    context = "Nadia Greco was born in"
+    (text,) = lm.generate_until([Instance("generate_until", {}, (context, {"until": ["\n"], "max_gen_toks": 3}), 0)])
+    ids = [tok.cls_token_id] + tok(context, add_special_tokens=False).input_ids
+    start = len(ids)
+    for _ in range(3):  # greedy by hand: the first of three masks before [SEP] gives the next token
+        row = torch.tensor([ids + [tok.mask_token_id] * 3 + [tok.sep_token_id]])
+        with torch.no_grad():
+            token = int(model(input_ids=row).logits[0, len(ids)].argmax())
+        if token == tok.sep_token_id:
+            break
+        ids.append(token)
+    assert text == tok.decode(ids[start:], skip_special_tokens=True).split("\n")[0]
+    (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (context,), 0)])
+    assert rolling == pytest.approx(sum(_ettin_by_hand(model, tok, "", context)), abs=1e-4)

@@ -81,12 +81,16 @@ def load_tasks(specs: list[str]) -> dict:
 def evaluate(embedder, tasks: dict) -> dict:
     """{task: {"ndcg@10", "mrr@10", "recall@100", "map@100", "main_score", "n", "harness"}} from
     mteb.evaluate on a SentenceTransformer (no result cache written)."""
+    import warnings
+
     import datasets
     import mteb
 
     datasets.disable_progress_bars()
-    result = mteb.evaluate(embedder, tasks=list(tasks.values()), cache=None, show_progress_bar=False,
-                           overwrite_strategy="always")
+    with warnings.catch_warnings():  # mteb 2.26 calls sentence-transformers 6's renamed methods
+        warnings.simplefilter("ignore", FutureWarning)
+        result = mteb.evaluate(embedder, tasks=list(tasks.values()), cache=None, show_progress_bar=False,
+                               overwrite_strategy="always")
     out = {}
     for task_result in result.task_results:
         (scores,) = task_result.scores["test"]
