@@ -122,7 +122,12 @@ def register(sub) -> None:
     p.add_argument("--lm-eval-batch-size", type=int, default=8, metavar="N",
                    help="decoders: the harness's --batch_size (default: 8); encoders: equal-length rows per forward pass "
                    "(no padding, so it never changes a score)")
-    p.add_argument("--mteb", help="also run MTEB retrieval tasks (BEIR-layout folders) on the fine-tuned embedding models")
+    p.add_argument("--mteb", metavar="TASKS",
+                   help="also run the mteb package itself on retrieval TASKS (comma-separated): mteb task names (SciFact,"
+                   "NFCorpus,...; their data come from the hub) or BEIR-layout folders (corpus.jsonl, queries.jsonl, "
+                   "qrels/test.tsv; offline). A sentence-transformers model is scored as it is, any other model after "
+                   "fine-tuning into one on its world's retrieval data. Main score nDCG@10 (graded, pytrec_eval). "
+                   "Results: benchmarks.mteb in results.json")
     add_output_args(p, "results (results.json)")
     p.set_defaults(func=run)
 

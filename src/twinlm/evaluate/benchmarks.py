@@ -8,8 +8,9 @@ model class (`lm_eval_encoder.py`) under Ettin's protocol or classic PLL. Result
 model's `benchmarks["lm_eval"][task]` (`acc`, `acc_norm`, `n`, ...), and every item's scores to
 `lm_eval/<model>/<task>.jsonl` beside results.json (the harness's `--log_samples`).
 
-MTEB (`--mteb`): BEIR-layout retrieval folders (corpus.jsonl, queries.jsonl, qrels/test.tsv), or
-MTEB task names fetched from the hub, scored on the fine-tuned embedding model."""
+MTEB (`--mteb`): the mteb package itself, on its retrieval tasks by name or on BEIR-layout folders
+(`mteb_local.py`); a sentence-transformers model as it is, any other after fine-tuning into one.
+Results go to each model's `benchmarks["mteb"][task]`."""
 
 from __future__ import annotations
 
