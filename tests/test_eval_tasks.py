@@ -1,5 +1,4 @@
-"""Fine-tuned tasks learn, the benchmark adapters read their libraries' formats, bad input fails
-in one line before any work."""
+"""Fine-tuned tasks learn, a BEIR folder is read, bad input fails in one line before any work."""
 
 from __future__ import annotations
 
@@ -31,9 +30,8 @@ def test_classification_finetune_lowers_the_loss_and_changes_the_body(micro_run,
     assert not torch.equal(enc.state_dict()[name], before.state_dict()[name])
 
 
-def test_retrieval_on_a_beir_folder_and_the_mteb_adapter(micro_run, micro_world, tmp_path):
+def test_retrieval_on_a_beir_folder(micro_run, micro_world, tmp_path):
     from twinlm.data.world import retrieval_pairs, retrieval_task
-    from twinlm.evaluate.benchmarks import load_mteb_tasks
     from twinlm.evaluate.retrieval import RetrievalTask, read_beir
 
     people = micro_world.people[:24]
@@ -44,8 +42,8 @@ def test_retrieval_on_a_beir_folder_and_the_mteb_adapter(micro_run, micro_world,
     (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in coll["queries"].items()))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t1\n" for q, rel in coll["qrels"].items() for d in rel))
-    loaded = load_mteb_tasks([str(beir)])["tiny-beir"]
-    assert loaded["qrels"] == coll["qrels"] and len(loaded["corpus"]) == 24 == len(read_beir(beir)["queries"])
+    loaded = read_beir(beir)
+    assert loaded["qrels"] == coll["qrels"] and len(loaded["corpus"]) == 24 == len(loaded["queries"])
     task = RetrievalTask(loaded, retrieval_pairs(micro_world, micro_world.people[24:]), 64)
     model = task.finetune(str(micro_run / "encoder"), "encoder", seed=0, lr=1e-3, steps=4, batch_size=16)
     assert task.last_loss[-1] < task.last_loss[0]
@@ -55,25 +53,6 @@ def test_retrieval_on_a_beir_folder_and_the_mteb_adapter(micro_run, micro_world,
     (beir / "qrels" / "test.tsv").unlink()
     with pytest.raises(UserError, match="qrels/test.tsv"):
         read_beir(beir)
-
-
-def test_lm_eval_adapter_reads_a_local_task_yaml(micro_run, tmp_path):
-    from twinlm.evaluate.benchmarks import load_lm_eval_tasks, run_lm_eval
-
-    docs = [{"question": f"Q{i}: which is right?", "options": ["yes", "no", "maybe"], "gold": i % 3} for i in range(4)]
-    (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (tmp_path / "tiny.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: tiny.jsonl\n"
-        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
-        "doc_to_choice: \"{{options}}\"\ndoc_to_target: gold\n")
-    tasks = load_lm_eval_tasks([str(tmp_path / "tiny.yaml")])
-    items = tasks["tiny_mc"]["items"]
-    assert items[1] == {"context": "Question: Q1: which is right?\nAnswer:", "choices": ["yes", "no", "maybe"], "answer": 1}
-    for twin in ("encoder", "decoder"):
-        out = run_lm_eval({"name": twin, "architecture": twin, "path": str(micro_run / twin)}, tasks)
-        assert out["lm-eval/tiny_mc"]["items"] == 4 and 0 <= out["lm-eval/tiny_mc"]["acc"] <= 1
-    with pytest.raises(UserError, match="unknown lm-eval task 'nope'.*sciq"):
-        load_lm_eval_tasks(["nope"])
 
 
 def test_bad_input_gives_one_line_errors_and_keeps_earlier_results(micro_run, tmp_path, capsys):

@@ -19,7 +19,8 @@ std) and prints a table."""
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     from twinlm.evaluate.config import TASK_NAMES
 
-    p.add_argument("--tasks", default=",".join(TASK_NAMES), help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)})")
+    p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; with --lm-eval "
+                   "or --mteb on a model without a twinlm recipe: none, only those benchmarks)")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per learning rate (default: 3)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3)")
     p.add_argument("--steps", type=int, default=150, help="fine-tuning steps per run (default: 150)")
@@ -29,21 +30,27 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="encoder pooling (decoders: last token)")
     p.add_argument("--nli-data", help="jsonl/csv of premise, hypothesis, label (optional split column) for classification")
     p.add_argument("--choice-data", help="jsonl of context, choices, answer (index) for multiple choice")
+    p.add_argument("--encoder-scoring", default="ettin", choices=["ettin", "pll"],
+                   help="how an encoder scores a continuation, in the choice task and --lm-eval: ettin (default, Ettin's "
+                   "protocol): left to right, each token replaced by [MASK] followed by two more [MASK]s and [SEP], nothing "
+                   "after them visible, the first mask's prediction scores it (the end token is scored too); pll: classic "
+                   "pseudo-log-likelihood, one continuation token masked at a time with everything else visible")
     p.add_argument("--beir", help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, qrels/train.tsv)")
 
 
 def config_from_args(args):
     from twinlm.errors import UserError
-    from twinlm.evaluate.config import EvalConfig
+    from twinlm.evaluate.config import TASK_NAMES, EvalConfig
 
     try:
         lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
-    cfg = EvalConfig(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
+    tasks = ",".join(TASK_NAMES) if args.tasks is None else args.tasks
+    cfg = EvalConfig(tasks=[t.strip() for t in tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
                      steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                      max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
-                     choice_data=args.choice_data, beir=args.beir)
+                     choice_data=args.choice_data, beir=args.beir, encoder_scoring=args.encoder_scoring)
     inputs = args.inputs if hasattr(args, "inputs") else [args.model]
     return fit_embedding_models(inputs, cfg, lm_eval=bool(getattr(args, "lm_eval", None)))
 
@@ -105,45 +112,95 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate twins, a checkpoint or a hub model on the comparison tasks", description=HELP)
     p.add_argument("model", help="a twinlm run folder, a Hugging Face model folder, or a hub id (NAME=... sets its label)")
     add_eval_args(p)
-    p.add_argument("--lm-eval", dest="lm_eval", help="also run lm-evaluation-harness multiple-choice tasks: names "
-                   "(sciq,arc_easy,...) or task YAML files in lm-eval's format")
-    p.add_argument("--mteb", help="also run MTEB retrieval tasks (BEIR-layout folders) on the fine-tuned embedding models")
+    p.add_argument("--lm-eval", dest="lm_eval", metavar="TASKS",
+                   help="also run lm-evaluation-harness itself on TASKS (comma-separated): its task names (sciq,arc_easy,...; "
+                   "their data come from the hub) or local task YAML files or folders of them (offline; data_files are read "
+                   "relative to the current folder, as lm-eval does). Decoders are scored by the harness's own HFLM, so the "
+                   "numbers are the harness's; encoders by twinlm's twinlm-encoder model class (--encoder-scoring). Results: "
+                   "benchmarks.lm_eval in results.json, every item's scores in OUT/lm_eval/")
+    p.add_argument("--lm-eval-limit", type=int, metavar="N", help="score only the first N items of each lm-eval task (the harness's --limit)")
+    p.add_argument("--lm-eval-batch-size", type=int, default=8, metavar="N",
+                   help="decoders: the harness's --batch_size (default: 8); encoders: equal-length rows per forward pass "
+                   "(no padding, so it never changes a score)")
+    p.add_argument("--mteb", metavar="TASKS",
+                   help="also run the mteb package itself on retrieval TASKS (comma-separated): mteb task names (SciFact,"
+                   "NFCorpus,...; their data come from the hub) or BEIR-layout folders (corpus.jsonl, queries.jsonl, "
+                   "qrels/test.tsv; offline). A sentence-transformers model is scored as it is, any other model after "
+                   "fine-tuning into one on its world's retrieval data. Main score nDCG@10 (graded, pytrec_eval). "
+                   "Results: benchmarks.mteb in results.json")
     add_output_args(p, "results (results.json)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from twinlm.evaluate.benchmarks import format_benchmarks
     from twinlm.evaluate.runner import write_json
     from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
 
     cfg = config_from_args(args)
     extras = prepare_benchmarks(args, cfg)
-    gather([args.model], cfg)  # every input error before the output folder is touched
+    only_benchmarks = benchmarks_only(args)
+    if not only_benchmarks:
+        gather([args.model], cfg)  # every input error before the output folder is touched
     out, tmp = prepare_out(args.out, args.overwrite)
     quiet_libraries()
-    results = run_session([args.model], cfg)
+    results = bare_results(args.model, cfg) if only_benchmarks else run_session([args.model], cfg)
     for name, fn in extras:
         for model in results["models"].values():
             print(f"evaluating {model['name']} on {name}")
-            model.setdefault("benchmarks", {}).update(fn(model))
+            model.setdefault("benchmarks", {}).update(fn(model, tmp))
     write_json(tmp / "results.json", results)
     finish_out(out, tmp)
-    print("\n" + results["table"])
+    if results["table"]:
+        print("\n" + results["table"])
+    if extras:
+        print("\n" + format_benchmarks(results))
     if results["missing"]:
         print(f"missing (not evaluated): {', '.join(results['missing'])}")
     print(f"\nresults: {out / 'results.json'}")
     return 0
 
 
+def benchmarks_only(args) -> bool:
+    """True when benchmarks are asked for, --tasks is not, and MODEL has no twinlm recipe: the
+    built-in world's tasks would measure nothing about a model that never saw that world."""
+    from pathlib import Path
+
+    from twinlm.evaluate.models import resolve
+
+    if args.tasks is not None or not (getattr(args, "lm_eval", None) or getattr(args, "mteb", None)):
+        return False
+    refs, _ = resolve(args.model)
+    return not any((Path(r.path) / "twinlm.yaml").is_file() for r in refs)
+
+
+def bare_results(spec: str, cfg) -> dict:
+    """results.json's structure for models evaluated on benchmarks only (no world task)."""
+    from dataclasses import asdict
+
+    from twinlm.evaluate.models import resolve
+
+    refs, missing = resolve(spec)
+    print(f"{spec} has no twinlm recipe: running only the benchmarks asked for (name tasks with --tasks to add them)")
+    return {"settings": {**cfg.to_dict(), "tasks": []}, "models": {r.name: {**asdict(r), "tasks": {}} for r in refs},
+            "missing": missing, "table": ""}
+
+
 def prepare_benchmarks(args, cfg) -> list:
-    """Validated lm-eval / MTEB task runners, as (label, fn(model result) -> {task: metrics})."""
+    """Validated lm-eval / MTEB task runners, as (label, fn(model result, output folder) -> results)."""
+    from twinlm.errors import UserError
     from twinlm.evaluate import benchmarks
 
     extras = []
+    if getattr(args, "lm_eval_limit", None) is not None and args.lm_eval_limit < 1:
+        raise UserError(f"--lm-eval-limit must be >= 1, got {args.lm_eval_limit}")
+    if getattr(args, "lm_eval_batch_size", 1) < 1:
+        raise UserError(f"--lm-eval-batch-size must be >= 1, got {args.lm_eval_batch_size}")
     if getattr(args, "lm_eval", None):
-        tasks = benchmarks.load_lm_eval_tasks(args.lm_eval.split(","))
-        extras.append(("lm-eval", lambda m: benchmarks.run_lm_eval(m, tasks)))
+        plan = benchmarks.plan_lm_eval(args.lm_eval.split(","))
+        limit, size, scoring = args.lm_eval_limit, args.lm_eval_batch_size, cfg.encoder_scoring
+        extras.append(("lm-eval", lambda m, out: benchmarks.run_lm_eval(m, plan, scoring, size, limit, out)))
     if getattr(args, "mteb", None):
         tasks = benchmarks.load_mteb_tasks(args.mteb.split(","))
-        extras.append(("mteb", lambda m: benchmarks.run_mteb(m, tasks, cfg)))
+        extras.append(("mteb", lambda m, out: benchmarks.run_mteb(m, tasks, cfg)))
     return extras

@@ -1,158 +1,289 @@
-"""Real benchmarks when their data is at hand: lm-evaluation-harness multiple-choice tasks and
-MTEB retrieval tasks, scored with twinlm's conventions (encoders by pseudo-log-likelihood).
+"""The field's own benchmarks, run by the field's own harnesses.
 
-Neither library is required: lm-eval and mteb install here, but every task of theirs downloads
-its data from the hub, which this project cannot rely on. So the adapters read each library's own
-task formats: an lm-eval task YAML (`dataset_path`, `dataset_kwargs.data_files`, `test_split`,
-Jinja `doc_to_text` / `doc_to_choice` / `doc_to_target`, `target_delimiter`, output_type
-multiple_choice), and MTEB/BEIR retrieval folders (corpus.jsonl, queries.jsonl, qrels/test.tsv).
-Built-in names point at the real hub datasets and load when the hub is reachable."""
+lm-evaluation-harness (`--lm-eval`): the harness itself runs the tasks, by name (its task
+registry; the hub datasets need the network) or from local task YAMLs (a file or a folder of them,
+e.g. `dataset_path: json` with `dataset_kwargs.data_files`, offline). Decoders are scored by the
+harness's own `HFLM`, so their numbers are the harness's; encoders by twinlm's `twinlm-encoder`
+model class (`lm_eval_encoder.py`) under Ettin's protocol or classic PLL. Results go to each
+model's `benchmarks["lm_eval"][task]` (`acc`, `acc_norm`, `n`, ...), and every item's scores to
+`lm_eval/<model>/<task>.jsonl` beside results.json (the harness's `--log_samples`).
+
+MTEB (`--mteb`): the mteb package itself, on its retrieval tasks by name or on BEIR-layout folders
+(`mteb_local.py`); a sentence-transformers model as it is, any other after fine-tuning into one.
+Results go to each model's `benchmarks["mteb"][task]`."""
 
 from __future__ import annotations
 
-import ast
+import difflib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from twinlm.errors import UserError
 
-# The task definitions of lm-eval's own YAMLs for the Ettin generative suite (hub datasets).
-LM_EVAL_TASKS = {
-    "sciq": {"dataset_path": "allenai/sciq", "test_split": "test",
-             "doc_to_text": "{{support.lstrip()}}\nQuestion: {{question}}\nAnswer:",
-             "doc_to_choice": "{{[distractor1, distractor2, distractor3, correct_answer]}}", "doc_to_target": 3},
-    "arc_easy": {"dataset_path": "allenai/ai2_arc", "dataset_name": "ARC-Easy", "test_split": "test",
-                 "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices.text}}",
-                 "doc_to_target": "{{choices.label.index(answerKey)}}"},
-    "arc_challenge": {"dataset_path": "allenai/ai2_arc", "dataset_name": "ARC-Challenge", "test_split": "test",
-                      "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices.text}}",
-                      "doc_to_target": "{{choices.label.index(answerKey)}}"},
-    "piqa": {"dataset_path": "baber/piqa", "test_split": "validation", "doc_to_text": "Question: {{goal}}\nAnswer:",
-             "doc_to_choice": "{{[sol1, sol2]}}", "doc_to_target": "label"},
-}
-# MTEB retrieval tasks (BEIR layout on the hub).
-MTEB_TASKS = {"SciFact": "mteb/scifact", "NFCorpus": "mteb/nfcorpus", "FiQA2018": "mteb/fiqa", "ArguAna": "mteb/arguana"}
-_REQUIRED = ("doc_to_text", "doc_to_choice", "doc_to_target")
+
+@dataclass
+class LmEvalPlan:
+    """The harness's task names to run and the task manager that knows them (local folders
+    indexed, built-in tasks only when a name needs them)."""
+
+    tasks: list[str]
+    include: list[str] = field(default_factory=list)
+    manager: object = None
 
 
-def _render(template, doc: dict):
-    import jinja2
+def need(module: str, flag: str) -> None:
+    """A one-line error when the harness behind `flag` is not installed (it is the `eval` extra)."""
+    import importlib.util
 
-    if not isinstance(template, str):
-        return template
-    if template in doc:  # lm-eval allows naming a column directly
-        return doc[template]
-    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**doc)
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{flag} needs the {module} package: pip install 'twinlm[eval]'")
 
 
-def to_items(spec: dict, docs: list[dict], where: str) -> list[dict]:
-    """(context, choices, answer) items from an lm-eval task spec and its documents."""
-    items = []
-    for n, doc in enumerate(docs):
-        try:
-            context = str(_render(spec["doc_to_text"], doc))
-            choices = _render(spec["doc_to_choice"], doc)
-            choices = ast.literal_eval(choices) if isinstance(choices, str) else list(choices)
-            target = _render(spec["doc_to_target"], doc)
-        except Exception as err:  # a template naming a missing field, or one that renders garbage
-            raise UserError(f"{where}: document {n} does not fit the task's templates ({err})") from None
-        target = choices.index(target) if target in choices else int(target)
-        items.append({"context": context, "choices": [str(c) for c in choices], "answer": target})
-    return items
+def _local_tasks(manager, path: Path) -> list[str]:
+    """Task (and group) names defined by the YAML file `path`, or by the YAMLs under a folder."""
+    from lm_eval.tasks._index import Kind
+
+    path = path.resolve()
+    names = []
+    for name, entry in manager.task_index.items():
+        if entry.yaml_path is None or entry.kind not in (Kind.TASK, Kind.GROUP, Kind.PY_TASK):
+            continue
+        where = Path(entry.yaml_path).resolve()
+        if where == path or (path.is_dir() and path in where.parents):
+            names.append(name)
+    return names
 
 
-def load_lm_eval_tasks(names: list[str]) -> dict[str, dict]:
-    """{task name: {"items", "delimiter"}} for built-in names or task YAML files."""
-    tasks = {}
-    for name in (n.strip() for n in names if n.strip()):
-        path = Path(name)
-        if path.is_file():
-            spec = yaml.safe_load(path.read_text()) or {}
-            label, base = spec.get("task", path.stem), path.parent
-        elif name in LM_EVAL_TASKS:
-            spec, label, base = LM_EVAL_TASKS[name], name, Path.cwd()
-        else:
-            raise UserError(f"unknown lm-eval task {name!r}; built in: {', '.join(LM_EVAL_TASKS)}, or a task YAML file")
-        missing = [k for k in _REQUIRED if k not in spec]
-        if missing or spec.get("output_type", "multiple_choice") != "multiple_choice":
-            raise UserError(f"lm-eval task {name}: needs output_type multiple_choice and {', '.join(missing or _REQUIRED)}")
-        split = spec.get("test_split") or spec.get("validation_split") or "test"
-        tasks[label] = {"items": to_items(spec, _load_docs(spec, base, split, name), name),
-                        "delimiter": spec.get("target_delimiter", " ")}
-    return tasks
+def plan_lm_eval(specs: list[str], log=print) -> LmEvalPlan:
+    """Resolve `--lm-eval` entries (task names, task YAML files, folders of task YAMLs) and load
+    every task's data once, so a misspelt name or a missing data file fails in one line before
+    any model is evaluated."""
+    import logging
 
+    need("lm_eval", "--lm-eval")
+    specs = [s.strip() for s in specs if s.strip()]
+    if not specs:
+        raise UserError("--lm-eval needs task names or task YAML files, e.g. --lm-eval arc_easy or --lm-eval tasks/my_task.yaml")
+    local = [Path(s) for s in specs if Path(s).exists()]
+    names = [s for s in specs if not Path(s).exists()]
+    bad = [p for p in local if p.is_file() and p.suffix not in (".yaml", ".yml")]
+    if bad:
+        raise UserError(f"--lm-eval {bad[0]}: a local task must be a task YAML file (.yaml) or a folder of them")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    from lm_eval.tasks import TaskManager
 
-def _load_docs(spec: dict, base: Path, split: str, name: str) -> list[dict]:
-    from datasets import load_dataset
-
-    kwargs = dict(spec.get("dataset_kwargs") or {})
-    if "data_files" in kwargs:  # local files are relative to the YAML, as in lm-eval's include_path
-        files = kwargs["data_files"]
-        files = {k: str(base / v) for k, v in files.items()} if isinstance(files, dict) else str(base / files)
-        kwargs["data_files"] = files
+    include = sorted({str((p if p.is_dir() else p.parent).resolve()) for p in local})
+    if names:
+        log("indexing lm-evaluation-harness's task registry")
+    manager = TaskManager(include_path=include or None, include_defaults=bool(names))
+    tasks = []
+    for path in local:
+        found = _local_tasks(manager, path)
+        if not found:
+            raise UserError(f"--lm-eval {path}: no lm-eval task there (a task YAML names itself with `task: NAME`)")
+        tasks += [t for t in found if t not in tasks]
+    for name in names:
+        if name not in manager.all_tasks:
+            close = difflib.get_close_matches(name, manager.all_tasks, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"--lm-eval {name}: not a task YAML path nor a task of lm-evaluation-harness{hint}")
+        tasks.append(name)
     try:
-        return list(load_dataset(spec["dataset_path"], spec.get("dataset_name"), split=split, **kwargs))
-    except Exception as err:
-        raise UserError(f"cannot load the data of lm-eval task {name} ({spec['dataset_path']}): {str(err).splitlines()[0]}") from None
+        manager.load_task_or_group(tasks)
+    except Exception as err:  # data that cannot be read: missing files, no network for hub data
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = (" (lm-eval reads dataset_kwargs.data_files relative to the current folder: give absolute paths "
+                "or run from the task's folder)") if "find" in first.lower() or "not found" in first.lower() else ""
+        raise UserError(f"--lm-eval: cannot load the data of {', '.join(tasks)}: {first}{hint}") from None
+    return LmEvalPlan(tasks, include, manager)
 
 
-def run_lm_eval(model: dict, tasks: dict[str, dict]) -> dict:
-    from twinlm.evaluate.choice import ChoiceTask
-    from twinlm.evaluate.models import ModelRef, load_scoring_model
+class ProgressLine:
+    """One line per run, rewritten in place with a count and an ETA (a start and an end line when
+    the output is not a terminal)."""
 
-    ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"),
-                   model.get("prediction_offset", 0))
-    scorer, tok = load_scoring_model(ref)
+    def __init__(self, label: str, stream=None):
+        self.label, self.stream = label, stream or sys.stdout
+        self.started = self.shown = time.perf_counter()
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        print(f"{label}: started", file=self.stream, flush=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.tty or (now - self.shown < 0.5 and done < total):
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        print(f"\r{self.label}: {done}/{total} ({100 * done / max(total, 1):.0f}%), ETA {int(eta) // 60}:{int(eta) % 60:02d}  ",
+              end="", file=self.stream, flush=True)
+
+    def close(self) -> float:
+        seconds = time.perf_counter() - self.started
+        print(("\r" if self.tty else "") + f"{self.label}: done in {seconds:.1f} s" + " " * 20, file=self.stream, flush=True)
+        return seconds
+
+
+def _harness_model(model: dict, scoring: str, batch_size: int, progress):
+    """(the harness's LM instance, its registry name, the model_args that rebuild it)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model["architecture"] == "decoder":
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model["path"], batch_size=batch_size, device=device)
+        call = lm._model_call
+
+        def counted(inps, *args, **kwargs):  # the harness's bars are off: count its forward passes
+            counted.done += int(inps.shape[0])
+            progress(min(counted.done, counted.total), counted.total)
+            return call(inps, *args, **kwargs)
+
+        counted.done, counted.total = 0, 0
+        lm._model_call = counted
+        loglikelihood = lm.loglikelihood
+
+        def announced(requests, *args, **kwargs):
+            counted.total += len(requests)
+            return loglikelihood(requests, *args, **kwargs)
+
+        lm.loglikelihood = announced
+        return lm, "hf", f"pretrained={model['path']}"
+    import twinlm.evaluate.lm_eval_encoder  # noqa: F401  (registers twinlm-encoder with the harness)
+    from twinlm.evaluate.lm_eval_encoder import EncoderLM
+
+    offset = model.get("prediction_offset", 0)
+    lm = EncoderLM(model["path"], scoring=scoring, prediction_offset=offset, batch_size=batch_size, device=device,
+                   progress=progress)
+    args = f"pretrained={model['path']},scoring={scoring}" + (f",prediction_offset={offset}" if offset else "")
+    return lm, "twinlm-encoder", args
+
+
+def _metrics(values: dict) -> dict:
+    """The harness's "acc,none" keys as "acc" (other filters keep their suffix)."""
     out = {}
-    for name, task in tasks.items():
-        metrics = ChoiceTask(task["items"], task["delimiter"]).evaluate(scorer, tok, ref.architecture,
-                                                                        prediction_offset=ref.prediction_offset)
-        out[f"lm-eval/{name}"] = {"acc": metrics["accuracy"], "acc_norm_per_token": metrics["accuracy_norm"],
-                                  "items": len(task["items"])}
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and "," in key:
+            metric, filt = key.split(",", 1)
+            out[metric if filt == "none" else key] = None if value == "N/A" else float(value)
     return out
 
 
-def load_mteb_tasks(names: list[str]) -> dict[str, dict]:
-    """{task name: BEIR collection} from local folders, or MTEB names fetched from the hub."""
-    from twinlm.evaluate.retrieval import read_beir
-
-    tasks = {}
-    for name in (n.strip() for n in names if n.strip()):
-        if Path(name).is_dir():
-            tasks[Path(name).name] = read_beir(name)
-        elif name in MTEB_TASKS:
-            tasks[name] = _hub_beir(MTEB_TASKS[name], name)
-        else:
-            raise UserError(f"unknown MTEB task {name!r}; built in: {', '.join(MTEB_TASKS)}, or a BEIR-layout folder")
-    return tasks
+def _write_samples(folder: Path, task: str, samples: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{task}.jsonl").open("w") as f:
+        for s in samples:
+            row = {"doc_id": s["doc_id"], "target": s["target"],
+                   "scores": [r[0] if isinstance(r, (list, tuple)) else r for r in s["filtered_resps"]]}
+            row.update({m: s[m] for m in s.get("metrics", []) if m in s})
+            f.write(json.dumps(row, default=str) + "\n")
 
 
-def _hub_beir(repo: str, name: str) -> dict:
-    from datasets import load_dataset
+def run_lm_eval(model: dict, plan: LmEvalPlan, scoring: str = "ettin", batch_size: int = 8,
+                limit: int | None = None, out: Path | None = None) -> dict:
+    """{"lm_eval": {task: {"acc", "acc_norm", ..., "n", "harness", "model", "model_args"}}}: the
+    harness's own `simple_evaluate` on a model instance; per-item scores to out/lm_eval/<model>/."""
+    import lm_eval
+    from lm_eval import simple_evaluate
 
-    try:
-        corpus = {r["_id"]: (r.get("title", "") + " " + r["text"]).strip() for r in load_dataset(repo, "corpus", split="corpus")}
-        queries = {r["_id"]: r["text"] for r in load_dataset(repo, "queries", split="queries")}
-        qrels: dict[str, dict[str, int]] = {}
-        for r in load_dataset(repo, "default", split="test"):
-            qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
-    except Exception as err:
-        raise UserError(f"cannot load MTEB task {name} ({repo}): {str(err).splitlines()[0]}") from None
-    return {"corpus": corpus, "queries": {q: queries[q] for q in qrels if q in queries}, "qrels": qrels}
+    label = f"  [{model['name']}] lm-eval " + ("" if model["architecture"] == "decoder" else f"({scoring}) ") + ", ".join(plan.tasks)
+    line = ProgressLine(label)
+    lm, registry_name, model_args = _harness_model(model, scoring, batch_size, line)
+    results = _quietly(lambda: simple_evaluate(model=lm, tasks=plan.tasks, task_manager=plan.manager, limit=limit,
+                                               log_samples=True))
+    seconds = line.close()
+    out_tasks = {}
+    for task, values in results["results"].items():
+        n = results.get("n-samples", {}).get(task, {}).get("effective", values.get("sample_len"))
+        out_tasks[task] = {**_metrics(values), "n": n, "harness": f"lm-eval {lm_eval.__version__}",
+                           "model": registry_name, "model_args": model_args, "seconds": round(seconds, 1)}
+        if model["architecture"] == "encoder":
+            out_tasks[task]["scoring"] = scoring
+        if out is not None and task in results.get("samples", {}):
+            _write_samples(out / "lm_eval" / model["name"].replace("/", "__"), task, results["samples"][task])
+    return {"lm_eval": out_tasks}
 
 
-def run_mteb(model: dict, tasks: dict[str, dict], cfg) -> dict:
-    """Fine-tune the model into an embedding model on its default retrieval data (best learning
-    rate found by the retrieval task, seed 0, same budget), then score every MTEB task."""
+def format_benchmarks(results: dict) -> str:
+    """Plain-text table of every model's benchmark results: one row per suite/task/metric."""
+    models = list(results["models"].values())
+    rows = []
+    keys = []
+    for m in models:
+        for suite, tasks in m.get("benchmarks", {}).items():
+            for task, metrics in tasks.items():
+                for metric, value in metrics.items():
+                    if isinstance(value, float) and not metric.endswith("_stderr") and metric != "seconds":
+                        if (suite, task, metric) not in keys:
+                            keys.append((suite, task, metric))
+    for suite, task, metric in keys:
+        cells = []
+        for m in models:
+            entry = m.get("benchmarks", {}).get(suite, {}).get(task, {})
+            value, err, n = entry.get(metric), entry.get(f"{metric}_stderr"), entry.get("n")
+            cells.append("-" if value is None else f"{value:.3f}" + (f" ± {err:.3f}" if err else "") + (f" (n={n})" if n else ""))
+        rows.append([f"{suite}/{task}/{metric}"] + cells)
+    header = ["benchmark"] + [f"{m['name']} ({m['architecture']})" for m in models]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header] + rows)
+
+
+def _quietly(fn):
+    """Run `fn` with the harness's and datasets' own progress bars and info logs off (the one
+    progress line per run is ours)."""
+    import logging
+    from contextlib import ExitStack
+    from unittest import mock
+
+    import datasets
+    from tqdm import tqdm
+
+    def silent(*args, **kwargs):
+        return tqdm(*args, **{**kwargs, "disable": True})
+
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    with ExitStack() as stack:
+        for module in ("lm_eval.api.model", "lm_eval.api.task", "lm_eval.models.huggingface"):
+            stack.enter_context(mock.patch(f"{module}.tqdm", silent))
+        return fn()
+
+
+def load_mteb_tasks(specs: list[str]) -> dict:
+    """{name: mteb task} for BEIR-layout folders and mteb task names, data loaded (see mteb_local)."""
+    need("mteb", "--mteb")
+    from twinlm.evaluate.mteb_local import load_tasks
+
+    if not [s for s in specs if s.strip()]:
+        raise UserError("--mteb needs BEIR-layout folders or mteb retrieval task names, e.g. --mteb SciFact")
+    return load_tasks(specs)
+
+
+def run_mteb(model: dict, tasks: dict, cfg, log=print) -> dict:
+    """{"mteb": {task: metrics}}. A sentence-transformers model is scored as it is; any other model
+    is first fine-tuned into one on its world's retrieval data (the retrieval task's best learning
+    rate when it ran, seed 0, the same budget)."""
     from dataclasses import replace
 
+    from twinlm.evaluate import mteb_local
     from twinlm.evaluate.models import ModelRef, world_for
-    from twinlm.evaluate.retrieval import RetrievalTask
     from twinlm.evaluate.runner import build_tasks
 
-    ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"))
-    base = build_tasks(replace(cfg, tasks=["retrieval"]), world_for(ref))["retrieval"]
-    lr = model["tasks"].get("retrieval", {}).get("best_lr", cfg.lrs[0])
-    embedder = base.finetune(ref.path, ref.architecture, 0, lr, cfg.steps, cfg.batch_size)
-    return {f"mteb/{name}": RetrievalTask(coll, [{}], cfg.max_length).evaluate(embedder) for name, coll in tasks.items()}
+    line = ProgressLine(f"  [{model['name']}] mteb " + ", ".join(tasks))
+    if (Path(model["path"]) / "modules.json").is_file():
+        from sentence_transformers import SentenceTransformer
+
+        embedder, how = SentenceTransformer(model["path"]), "as it is"
+    else:
+        ref = ModelRef(model["name"], model["architecture"], model["path"], model.get("run"))
+        base = build_tasks(replace(cfg, tasks=["retrieval"]), world_for(ref))["retrieval"]
+        lr = model["tasks"].get("retrieval", {}).get("best_lr", cfg.lrs[0])
+        embedder = base.finetune(ref.path, ref.architecture, 0, lr, cfg.steps, cfg.batch_size)
+        how = f"fine-tuned on the world's retrieval pairs (lr {lr:g}, {cfg.steps} steps, seed 0)"
+    scores = mteb_local.evaluate(embedder, tasks)
+    seconds = line.close()
+    return {"mteb": {name: {**s, "model": how, "seconds": round(seconds, 1)} for name, s in scores.items()}}

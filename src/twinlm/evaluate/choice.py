@@ -1,9 +1,10 @@
-"""Generative multiple choice: score every choice by log-likelihood and pick the best.
-
-Decoders: sum of the continuation's log-probs (`accuracy`) and the same divided by its token
-count (`accuracy_norm`), plus greedy free generation (`exact_match`: the generated text starts
-with the answer). Encoders: masked pseudo-log-likelihood of the choice tokens, one masked token at
-a time (`accuracy`, `accuracy_norm`)."""
+"""Generative multiple choice: score every choice by log-likelihood and pick the best, with
+lm-evaluation-harness's metrics: `accuracy` (lm-eval's acc: the highest log-likelihood) and
+`accuracy_norm` (lm-eval's acc_norm: log-likelihood divided by the choice's length in
+characters, without the delimiter). Decoders: the sum of the choice's next-token log-probs, plus
+greedy free generation (`exact_match`: the generated text starts with the answer). Encoders: the
+scorer chosen by `encoder_scoring`, "ettin" (Ettin's protocol) or "pll" (classic
+pseudo-log-likelihood), both in `twinlm.evaluate.scoring`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from twinlm.errors import UserError
-from twinlm.evaluate.scoring import decoder_loglik, encoder_pll
+from twinlm.evaluate.scoring import ENCODER_SCORINGS, decoder_loglik, encoder_loglik, encoder_pair
 
 REQUIRED = ("context", "choices", "answer")
 
@@ -43,8 +44,10 @@ class ChoiceTask:
     name = "choice"
     finetunes = False
 
-    def __init__(self, items: list[dict], delimiter: str = " "):
-        self.items, self.delimiter = items, delimiter
+    def __init__(self, items: list[dict], delimiter: str = " ", encoder_scoring: str = "ettin"):
+        if encoder_scoring not in ENCODER_SCORINGS:
+            raise UserError(f"encoder scoring must be one of {', '.join(ENCODER_SCORINGS)}, got {encoder_scoring!r}")
+        self.items, self.delimiter, self.encoder_scoring = items, delimiter, encoder_scoring
 
     def primary(self, architecture: str) -> str:
         return "accuracy"
@@ -54,7 +57,9 @@ class ChoiceTask:
         choices = [self.delimiter + c for c in item["choices"]]
         if architecture == "decoder":
             return [(lp, n) for lp, n, _ in decoder_loglik(model, tokenizer, item["context"], choices)]
-        return encoder_pll(model, tokenizer, item["context"], choices, prediction_offset=prediction_offset)
+        pairs = [encoder_pair(tokenizer, item["context"], c) for c in choices]
+        scored = encoder_loglik(model, tokenizer, pairs, self.encoder_scoring, prediction_offset)
+        return [(lp, n) for lp, _, n in scored]
 
     @torch.no_grad()
     def evaluate(self, model, tokenizer, architecture: str, seed: int = 0,
@@ -65,7 +70,8 @@ class ChoiceTask:
         for item in self.items:
             scored = self.scores(model, tokenizer, architecture, item, prediction_offset)
             right += max(range(len(scored)), key=lambda i: scored[i][0]) == item["answer"]
-            right_norm += max(range(len(scored)), key=lambda i: scored[i][0] / max(scored[i][1], 1)) == item["answer"]
+            chars = [max(len(c), 1) for c in item["choices"]]  # lm-eval's completion length
+            right_norm += max(range(len(scored)), key=lambda i: scored[i][0] / chars[i]) == item["answer"]
             if architecture == "decoder":
                 exact += self.generates(model, tokenizer, item)
         model.train(was_training)

@@ -19,7 +19,9 @@ class EvalConfig:
     budget, identical for every model. max_length: tokens per fine-tuning input.
     max_items: cap on multiple-choice items (speed). nli_data / choice_data / beir: files or
     folders replacing the built-in world's task data. pooling: encoder pooling ("cls" or "mean";
-    decoders always use the last token)."""
+    decoders always use the last token). encoder_scoring: how encoders score a continuation in the
+    choice task and lm-eval ("ettin": Ettin's left-to-right masked protocol; "pll": classic
+    pseudo-log-likelihood; see evaluate/scoring.py)."""
 
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
     seeds: int = 3
@@ -32,6 +34,7 @@ class EvalConfig:
     nli_data: str | None = None
     choice_data: str | None = None
     beir: str | None = None
+    encoder_scoring: str = "ettin"
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
@@ -43,6 +46,8 @@ class EvalConfig:
             raise UserError(f"the learning-rate grid must hold positive numbers, got {self.lrs}")
         if self.pooling not in ("cls", "mean"):
             raise UserError(f"pooling must be cls or mean, got {self.pooling!r}")
+        if self.encoder_scoring not in ("ettin", "pll"):
+            raise UserError(f"encoder_scoring must be ettin or pll, got {self.encoder_scoring!r}")
         for name in ("nli_data", "choice_data", "beir"):
             value = getattr(self, name)
             if value is not None and not Path(value).exists():

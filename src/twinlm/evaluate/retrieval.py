@@ -1,6 +1,9 @@
 """Retrieval: fine-tune a model into a sentence-transformers embedding model with
-CachedMultipleNegativesRankingLoss (scale 20, as Ettin; decoders pool the last token), then rank a
-corpus for held-out queries by cosine similarity: nDCG@10, MRR@10, Recall@100.
+CachedMultipleNegativesRankingLoss (scale 20, as Ettin; decoders pool the last token), then score
+it with sentence-transformers' own InformationRetrievalEvaluator (the model's similarity, binary
+relevance: a document is relevant when its qrels grade is > 0, ties broken by corpus id):
+nDCG@10, MRR@10, Recall@100. `--mteb` scores with the mteb package instead (graded relevance,
+pytrec_eval), see `mteb_local.py`.
 
 Data: the built-in world (questions about held-out people against every person's passage), or a
 BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv; qrels/train.tsv, if present,
@@ -17,7 +20,6 @@ import numpy as np
 import torch
 
 from twinlm.errors import UserError
-from twinlm.evaluate.metrics import ranking_metrics
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -68,6 +70,26 @@ def read_beir(folder: str | Path) -> dict:
     return {"corpus": corpus, "queries": {q: queries[q] for q in qrels}, "qrels": qrels, "train_pairs": train_pairs}
 
 
+# The evaluator's metrics kept in results.json, under the evaluator's own names.
+ST_METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def st_retrieval_metrics(model, collection: dict, batch_size: int = 64) -> dict[str, float]:
+    """nDCG@10, MRR@10 and Recall@100 as sentence-transformers' InformationRetrievalEvaluator
+    computes them, on the model's own similarity function."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    relevant = {q: {d for d, r in rel.items() if r > 0} for q, rel in collection["qrels"].items()}
+    evaluator = InformationRetrievalEvaluator(
+        collection["queries"], collection["corpus"], relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1],
+        precision_recall_at_k=[100], map_at_k=[100], batch_size=batch_size, write_csv=False, show_progress_bar=False)
+    if not evaluator.queries_ids:
+        return {name: 0.0 for name in ST_METRICS}
+    scores = evaluator(model)
+    function = model.similarity_fn_name or "cosine"
+    return {name: float(scores[f"{function}_{name}"]) for name in ST_METRICS}
+
+
 def embedding_model(path: str, architecture: str, max_length: int, pooling: str = "mean"):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -92,15 +114,7 @@ class RetrievalTask:
     @torch.no_grad()
     def evaluate(self, model, tokenizer=None, architecture: str = "", seed: int = 0) -> dict[str, float]:
         """`model` is a SentenceTransformer (tokenizer unused, kept for the common signature)."""
-        doc_ids = list(self.collection["corpus"])
-        qids = list(self.collection["queries"])
-        docs = model.encode([self.collection["corpus"][d] for d in doc_ids], batch_size=64,
-                            normalize_embeddings=True, convert_to_tensor=True)
-        queries = model.encode([self.collection["queries"][q] for q in qids], batch_size=64,
-                               normalize_embeddings=True, convert_to_tensor=True)
-        top = torch.topk(queries @ docs.T, k=min(100, len(doc_ids)), dim=1).indices.cpu().numpy()
-        rankings = {q: [doc_ids[j] for j in row] for q, row in zip(qids, top)}
-        return ranking_metrics(rankings, self.collection["qrels"])
+        return st_retrieval_metrics(model, self.collection)
 
     def finetune(self, path: str, architecture: str, seed: int, lr: float, steps: int, batch_size: int):
         from datasets import Dataset

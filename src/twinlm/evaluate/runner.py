@@ -63,7 +63,7 @@ def build_tasks(cfg: EvalConfig, world) -> dict:
         elif name == "choice":
             # Train people: the items test facts the twins could have memorised in pretraining.
             items = read_choice_file(cfg.choice_data) if cfg.choice_data else multiple_choice(world, train_people)
-            tasks[name] = ChoiceTask(items[: cfg.max_items])
+            tasks[name] = ChoiceTask(items[: cfg.max_items], encoder_scoring=cfg.encoder_scoring)
         elif name == "bias":
             tasks[name] = BiasTask(bias_examples(world))
     return tasks

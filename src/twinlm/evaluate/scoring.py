@@ -1,10 +1,18 @@
-"""Log-likelihood scoring of a continuation: decoders by the sum of next-token log-probs,
-encoders by masked pseudo-log-likelihood (Salazar et al. 2020): mask one continuation token at a
-time and read its log-prob with everything else visible.
+"""Log-likelihood scoring of a continuation given a context.
+
+Decoders: the sum of next-token log-probs. Encoders, two ways (`ENCODER_SCORINGS`):
+- "ettin", the protocol Ettin evaluated its encoders with on generative tasks (the
+  `EncoderAsPseudoCausalLM` model of its lm-evaluation-harness fork): the continuation, followed by
+  the end token, is read left to right; for the token at position p the input is
+  `[CLS] context continuation[:p] [MASK] [MASK] [MASK] [SEP]` (the token itself and two more are
+  masks, then the end token, nothing of the continuation after p visible) and the first mask's
+  logits score it. The end token is scored too, as in the fork.
+- "pll", classic pseudo-log-likelihood (Salazar et al. 2020): `[CLS] context continuation [SEP]`
+  with one continuation token masked at a time, everything else visible.
 
 `prediction_offset`: where a masked-LM model puts the prediction for the token at position i, at
 i + offset. 0 for a native encoder; -1 for an encoder converted with MNTP (`twinlm convert
-decoder-to-encoder --objective mntp`, whose conversion.json says so)."""
+decoder-to-encoder --objective mntp`, whose conversion.json says so; the fork's `uses_mtnp`)."""
 
 from __future__ import annotations
 
@@ -64,22 +72,92 @@ def decoder_loglik(model, tokenizer, context: str, continuations: list[str]) -> 
     return out
 
 
+ENCODER_SCORINGS = ("ettin", "pll")
+# Masks after the scored position in Ettin's protocol: the token's own mask and two more.
+FUTURE_MASKS = 2
+
+
+def encoder_pair(tokenizer, context: str, continuation: str, add_bos: bool = True) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) the way Ettin's fork encodes a request for an encoder:
+    trailing spaces of the context move to the continuation (lm-eval's rule), the context gets the
+    start token ([CLS]) and no end token, the continuation is tokenised on its own."""
+    stripped = context.rstrip()
+    if stripped != context:
+        continuation, context = context[len(stripped):] + continuation, stripped
+    ctx = tokenizer(context, add_special_tokens=False).input_ids if context else []
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    if add_bos or not ctx:  # an empty context still needs one token to condition on
+        ctx = [start] + ctx
+    return ctx, tokenizer(continuation, add_special_tokens=False).input_ids
+
+
+def end_token_id(tokenizer) -> int:
+    return tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+
+
+def _ettin_rows(ctx: list[int], cont: list[int], mask: int, end: int, offset: int, max_len: int):
+    """(input ids, position read, target) per scored token: the continuation, then the end token."""
+    full = cont + [end]
+    for p, target in enumerate(full):
+        prefix = ctx + full[:p]
+        keep = max_len - (FUTURE_MASKS + 2)
+        if len(prefix) > keep:  # too long: drop the oldest context tokens, never the start token
+            prefix = prefix[:1] + prefix[len(prefix) - keep + 1:]
+        yield prefix + [mask] * (FUTURE_MASKS + 1) + [end], len(prefix) + offset, target
+
+
+def _pll_rows(ctx: list[int], cont: list[int], mask: int, end: int, offset: int, max_len: int):
+    """(input ids, position read, target) per continuation token, that token masked."""
+    over = len(ctx) + len(cont) + 1 - max_len
+    if over > 0:
+        ctx = ctx[:1] + ctx[1 + over:]
+    full = ctx + cont + [end]
+    for p, target in enumerate(cont):
+        ids = list(full)
+        ids[len(ctx) + p] = mask
+        yield ids, len(ctx) + p + offset, target
+
+
 @torch.no_grad()
-def encoder_pll(model, tokenizer, context: str, continuations: list[str], suffix: str = "",
+def encoder_loglik(model, tokenizer, pairs: list[tuple[list[int], list[int]]], scoring: str = "ettin",
+                   prediction_offset: int = 0, batch_size: int = 32, progress=None) -> list[tuple[float, bool, int]]:
+    """For each (context ids, continuation ids): (sum of the scored tokens' log-probs, whether
+    every scored token is the argmax, number of tokens scored). Rows of equal length are batched
+    without padding, so every input is exactly what the model would see alone (the fork's batch
+    size 1). `progress(n)` is called after every forward with the number of rows it scored."""
+    if scoring not in ENCODER_SCORINGS:
+        raise ValueError(f"encoder scoring must be one of {ENCODER_SCORINGS}, got {scoring!r}")
+    if prediction_offset > 0:
+        raise ValueError(f"prediction_offset must be <= 0, got {prediction_offset}")
+    rows_of = _ettin_rows if scoring == "ettin" else _pll_rows
+    mask, end = tokenizer.mask_token_id, end_token_id(tokenizer)
+    max_len = getattr(model.config, "max_position_embeddings", None) or 8192
+    by_length: dict[int, list] = {}
+    for i, (ctx, cont) in enumerate(pairs):
+        for ids, pos, target in rows_of(list(ctx), list(cont), mask, end, prediction_offset, max_len):
+            by_length.setdefault(len(ids), []).append((i, ids, pos, target))
+    totals, greedy, counts = [0.0] * len(pairs), [True] * len(pairs), [0] * len(pairs)
+    device = _device(model)
+    for rows in by_length.values():
+        for b in range(0, len(rows), batch_size):
+            chunk = rows[b: b + batch_size]
+            ids = torch.tensor([r[1] for r in chunk], device=device)
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            picked = logits[torch.arange(len(chunk), device=device), [r[2] for r in chunk]].float()
+            logprobs = picked.log_softmax(-1)
+            best = picked.argmax(-1).tolist()
+            for (i, _, _, target), lp, top in zip(chunk, logprobs, best):
+                totals[i] += lp[target].item()
+                greedy[i] = greedy[i] and top == target
+                counts[i] += 1
+            if progress is not None:
+                progress(len(chunk))
+    return [(t, g, n) for t, g, n in zip(totals, greedy, counts)]
+
+
+def encoder_pll(model, tokenizer, context: str, continuations: list[str],
                 prediction_offset: int = 0) -> list[tuple[float, int]]:
-    """For each continuation: (pseudo-log-likelihood of its tokens, number of tokens). The input
-    is `[CLS] context continuation suffix [SEP]`; one copy per continuation token, with that token
-    replaced by [MASK], all scored in one batch."""
-    out = []
-    suffix_ids = tokenizer(suffix, add_special_tokens=False).input_ids if suffix else []
-    sep = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
-    for cont in continuations:
-        ctx_ids, cont_ids = _split_ids(tokenizer, context, cont)
-        full = torch.tensor(ctx_ids + cont_ids + suffix_ids + sep, device=_device(model))
-        positions = torch.arange(len(ctx_ids), len(ctx_ids) + len(cont_ids), device=full.device)
-        batch = full.repeat(len(cont_ids), 1)
-        batch[torch.arange(len(cont_ids)), positions] = tokenizer.mask_token_id
-        logprobs = model(input_ids=batch).logits.float().log_softmax(-1)
-        picked = logprobs[torch.arange(len(cont_ids)), positions + prediction_offset, full[positions]]
-        out.append((picked.sum().item(), len(cont_ids)))
-    return out
+    """For each continuation: (pseudo-log-likelihood of its tokens, number of tokens): the input
+    is `[CLS] context continuation [SEP]` with one continuation token masked at a time."""
+    pairs = [_split_ids(tokenizer, context, c) for c in continuations]
+    return [(lp, n) for lp, _, n in encoder_loglik(model, tokenizer, pairs, "pll", prediction_offset)]
