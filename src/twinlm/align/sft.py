@@ -85,6 +85,9 @@ def _trainer_class():
     class TwinSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.model.config.model_type in _HEAD_BEFORE_OUTPUT:
+                # As TRL's own loss does: a forward that builds a cache makes transformers ignore the
+                # restarting position_ids of a packed row, and its documents would see each other.
+                inputs["use_cache"] = False
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
