@@ -9,7 +9,7 @@ from the public mledoze/countries data): "Is Lima the capital of Peru?", "Does C
 Niger?". Countries are split into training and held-out countries, so the held-out measure is
 on questions about countries never seen in training.
 
-    python benchmarks/align_smollm2.py --work /tmp/align-bench [--sft-steps 30] [--bco-steps 30]
+    python benchmarks/align_smollm2.py --work /tmp/align-bench [--sft-steps 16] [--bco-steps 16]
 
 Writes the rows, the converted model and the two runs under --work (nothing in the repo), and
 prints each command with its wall time and the before -> after held-out scores.
@@ -92,8 +92,13 @@ def questions(pkgs: Path, seed: int = 0) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
-def user(question: str) -> dict:
-    return {"role": "user", "content": f"{question} Answer yes or no."}
+# A short system turn of our own: without one the template adds its default system prompt
+# (about 20 tokens), which would double the cost of every row on CPU.
+SYSTEM = {"role": "system", "content": "Answer yes or no."}
+
+
+def user(question: str) -> list[dict]:
+    return [SYSTEM, {"role": "user", "content": question}]
 
 
 def reply(yes: bool) -> dict:
@@ -104,12 +109,12 @@ def write_rows(work: Path, train: list[dict], test: list[dict], seed: int = 0) -
     rng = random.Random(seed)
     rows = {
         # SFT: the right answer as the assistant's turn.
-        "sft": [{"messages": [user(q["question"]), reply(q["answer"])]} for q in train],
+        "sft": [{"messages": [*user(q["question"]), reply(q["answer"])]} for q in train],
         # BCO: each question once, with a yes or a no at random, labelled by whether it is right (unpaired).
-        "bco": [{"prompt": [user(q["question"])], "completion": [reply(yes)], "label": yes == q["answer"]}
+        "bco": [{"prompt": user(q["question"]), "completion": [reply(yes)], "label": yes == q["answer"]}
                 for q in train for yes in [rng.random() < 0.5]],
         # Held out: both answers of each question, labelled; accuracy = the right one is more likely.
-        "eval": [{"prompt": [user(q["question"])], "completion": [reply(yes)], "label": yes == q["answer"]}
+        "eval": [{"prompt": user(q["question"]), "completion": [reply(yes)], "label": yes == q["answer"]}
                  for q in test for yes in (True, False)],
     }
     paths = {}
@@ -131,19 +136,23 @@ def run(cmd: list[str]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder for the wheels, model, rows and runs")
-    p.add_argument("--sft-steps", type=int, default=30)
-    p.add_argument("--bco-steps", type=int, default=30)
+    p.add_argument("--sft-steps", type=int, default=16)
+    p.add_argument("--bco-steps", type=int, default=16)
     p.add_argument("--sft-lr", type=float, default=2e-4)
-    p.add_argument("--bco-lr", type=float, default=5e-5)
+    p.add_argument("--bco-lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--eval-questions", type=int, default=40, help="held-out questions scored (a random subset)")
     p.add_argument("--skip", choices=["sft", "bco"], action="append", default=[])
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     pkgs = fetch(args.work)
     model = convert(pkgs, args.work)
     train, test = questions(pkgs)
+    test = random.Random(1).sample(test, min(args.eval_questions, len(test)))
     paths = write_rows(args.work, train, test)
-    print(f"{len(train)} training questions, {len(test)} held-out questions (held-out countries)", flush=True)
+    yes = sum(q["answer"] for q in test)
+    print(f"{len(train)} training questions; {len(test)} held-out questions about held-out countries "
+          f"({yes} yes, {len(test) - yes} no)", flush=True)
     cli = [sys.executable, "-m", "twinlm.cli"]
     sft_out = args.work / "sft"
     if "sft" not in args.skip:

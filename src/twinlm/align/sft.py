@@ -14,6 +14,7 @@ itself in `out/adapter`).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,9 +122,10 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             mask_mode = choose_mask(tokenizer)
     if mask_mode == DERIVED:  # TRL takes the rows tokenized, with the mask it turns into labels
         completion_only = settings.completion_only_loss is not False
-        rows = encode_conversations(rows, tokenizer, completion_only)
-        if held is not None:
-            held["rows"] = encode_conversations(held["rows"], tokenizer, completion_only)
+        with _no_dataset_bars():
+            rows = encode_conversations(rows, tokenizer, completion_only)
+            if held is not None:
+                held["rows"] = encode_conversations(held["rows"], tokenizer, completion_only)
     out = prepare_out(out, overwrite, resume)  # every check passed: only now touch the output folder
     model, tokenizer = load_decoder(model_path, tokenizer=tokenizer)
     args = SFTConfig(
@@ -143,8 +145,9 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             target_modules=settings.target_modules or lora_target_modules(model.config.model_type),
         )
     try:
-        trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                                   peft_config=peft_config, eval_dataset=held["rows"] if held else None)
+        with _no_dataset_bars():  # TRL's preparation would print a stack of map bars above the training bar
+            trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                                       peft_config=peft_config, eval_dataset=held["rows"] if held else None)
     except ValueError as err:  # TRL's checks of data against settings are user mistakes
         raise UserError(f"SFT setup: {str(err).splitlines()[0]}") from None
     before = _score(trainer, tokenizer, held, "before") if held else None
@@ -183,6 +186,19 @@ def _score(trainer, tokenizer, held: dict, when: str) -> dict[str, float]:
                                                             batch_size=trainer.args.per_device_eval_batch_size)
     heldout.print_scores(when, scores)
     return scores
+
+
+@contextmanager
+def _no_dataset_bars():
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            enable_progress_bar()
 
 
 def _bf16_available() -> bool:
