@@ -185,22 +185,44 @@ def test_template_that_is_not_prefix_preserving_is_refused():
         choose_mask(tiny_tokenizer(OTHER_PROMPT), quiet=True)
 
 
-def test_sft_trains_on_the_derived_mask(tmp_path, capsys, monkeypatch):
-    """End to end on a Llama model whose template has no markers: the labels TRL trains on are the
-    derived mask, and sft.json says which way the mask was made."""
+def tiny_llama(folder, template: str) -> PreTrainedTokenizerFast:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from twinlm.align import sft as sft_module
-    from twinlm.align.sft import SFTSettings, sft
-
-    tok = tiny_tokenizer(CHATML_SYSTEM)
+    tok = tiny_tokenizer(template)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    tok.save_pretrained(tmp_path / "llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def test_sft_refuses_unmaskable_templates_in_one_line(tmp_path, capsys):
+    from twinlm.cli import main
+
+    rows = tmp_path / "chats.jsonl"
+    thinking = [CHAT[0], {"role": "assistant", "content": "<think>Rome is in Italy.</think>In Italy."}, *CHAT[2:]]
+    rows.write_text(json.dumps({"messages": CHAT}) + "\n" + json.dumps({"messages": thinking}) + "\n")
+    for template, reason in [(OTHER_PROMPT, "generation prompt is not a prefix"),
+                             (DROPS_REASONING, "for row 2: the chat template is not prefix-preserving")]:
+        tiny_llama(tmp_path / "llama", template)
+        out = tmp_path / "out"
+        assert main(["sft", str(tmp_path / "llama"), "--data", str(rows), "--assistant-only-loss",
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert reason in err and "--full-sequence-loss" in err and "Traceback" not in err, err
+        assert not out.exists()
+
+
+def test_sft_trains_on_the_derived_mask(tmp_path, capsys, monkeypatch):
+    """End to end on a Llama model whose template has no markers: the labels TRL trains on are the
+    derived mask, and sft.json says which way the mask was made."""
+    from twinlm.align import sft as sft_module
+    from twinlm.align.sft import SFTSettings, sft
+
+    tok = tiny_llama(tmp_path / "llama", CHATML_SYSTEM)
     seen = {}
     make = sft_module._trainer_class
 
