@@ -143,6 +143,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--eval-questions", type=int, default=40, help="held-out questions scored (a random subset)")
     p.add_argument("--skip", choices=["sft", "bco"], action="append", default=[])
+    p.add_argument("--bco-from", choices=["sft", "base"], default="sft",
+                   help="BCO on the SFT result (default) or on the base chat model")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     pkgs = fetch(args.work)
@@ -160,9 +162,10 @@ def main() -> None:
              "--assistant-only-loss", "--max-steps", str(args.sft_steps), "--batch-size", str(args.batch_size),
              "--lr", str(args.sft_lr), "--max-length", "256", "--out", str(sft_out), "--overwrite"])
     if "bco" not in args.skip:
-        run([*cli, "bco", str(sft_out), "--data", str(paths["bco"]), "--eval-data", str(paths["eval"]), "--lora",
+        policy = sft_out if args.bco_from == "sft" else model
+        run([*cli, "bco", str(policy), "--data", str(paths["bco"]), "--eval-data", str(paths["eval"]), "--lora",
              "--max-steps", str(args.bco_steps), "--batch-size", str(args.batch_size), "--lr", str(args.bco_lr),
-             "--max-length", "256", "--out", str(args.work / "bco"), "--overwrite"])
+             "--max-length", "256", "--out", str(args.work / f"bco-from-{args.bco_from}"), "--overwrite"])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from datasets import Dataset
 from twinlm.align import heldout
 from twinlm.align.bco_config import BCOConfig
 from twinlm.align.chat_template import ensure_chat_template
-from twinlm.align.data import check_bco_rows, is_conversational, load_rows
+from twinlm.align.data import check_bco_rows, is_conversational, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, check_same_vocab, load_decoder
 from twinlm.align.output import prepare_out
 from twinlm.align.preference_task import preference_accuracy
@@ -91,7 +91,8 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
                                                  task_type="CAUSAL_LM"))
     from twinlm.align.bco_trainer import BCOTrainer
 
-    trainer = BCOTrainer(model, config, rows, tokenizer, ref_model=ref, eval_dataset=eval_rows, callbacks=callbacks)
+    with no_dataset_bars():
+        trainer = BCOTrainer(model, config, rows, tokenizer, ref_model=ref, eval_dataset=eval_rows, callbacks=callbacks)
     before = _score(trainer, tokenizer, pairs, "before") if eval_rows is not None else None
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     after = _score(trainer, tokenizer, pairs, "after") if eval_rows is not None else None

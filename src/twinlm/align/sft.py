@@ -14,7 +14,6 @@ itself in `out/adapter`).
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from datasets import Dataset
 from twinlm.align import heldout
 from twinlm.align.assistant_mask import DERIVED, MARKERS, choose_mask, encode_conversations
 from twinlm.align.chat_template import end_of_turn_token, ensure_chat_template
-from twinlm.align.data import check_sft_rows, load_rows
+from twinlm.align.data import check_sft_rows, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, load_decoder, load_tokenizer
 from twinlm.align.output import prepare_out
 from twinlm.align.preference_task import preference_accuracy
@@ -122,7 +121,7 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             mask_mode = choose_mask(tokenizer)
     if mask_mode == DERIVED:  # TRL takes the rows tokenized, with the mask it turns into labels
         completion_only = settings.completion_only_loss is not False
-        with _no_dataset_bars():
+        with no_dataset_bars():
             rows = encode_conversations(rows, tokenizer, completion_only)
             if held is not None:
                 held["rows"] = encode_conversations(held["rows"], tokenizer, completion_only)
@@ -145,7 +144,7 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             target_modules=settings.target_modules or lora_target_modules(model.config.model_type),
         )
     try:
-        with _no_dataset_bars():  # TRL's preparation would print a stack of map bars above the training bar
+        with no_dataset_bars():  # TRL's preparation would print a stack of map bars above the training bar
             trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                        peft_config=peft_config, eval_dataset=held["rows"] if held else None)
     except ValueError as err:  # TRL's checks of data against settings are user mistakes
@@ -186,19 +185,6 @@ def _score(trainer, tokenizer, held: dict, when: str) -> dict[str, float]:
                                                             batch_size=trainer.args.per_device_eval_batch_size)
     heldout.print_scores(when, scores)
     return scores
-
-
-@contextmanager
-def _no_dataset_bars():
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
-
-    was = is_progress_bar_enabled()
-    disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            enable_progress_bar()
 
 
 def _bf16_available() -> bool:
