@@ -51,7 +51,7 @@ def trl_can_mask(tokenizer: PreTrainedTokenizerBase) -> bool:
 
     try:
         return get_training_chat_template(tokenizer) is not None
-    except ValueError:  # "patching is not supported for this template"
+    except Exception:  # ValueError "patching is not supported for this template", or the template fails its probes
         return False
 
 

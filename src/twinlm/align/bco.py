@@ -106,7 +106,7 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
     metrics = dict(result.metrics, delta=trainer.running.mean)
     if trainer.udm is not None:
         metrics["udm_accuracy"] = trainer.udm.accuracy
-    record = {"base": str(model_path), "settings": settings.__dict__, "metrics": metrics}
+    record = {"base": str(model_path), "settings": settings.__dict__, "metrics": dict(metrics)}
     if eval_rows is not None:
         metrics.update(before=before, after=after)
         record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",

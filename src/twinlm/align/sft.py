@@ -156,7 +156,7 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
     metrics = dict(result.metrics, data_format=kind, lora=settings.lora)
     if mask_mode:
         metrics["assistant_mask"] = mask_mode
-    record = {"base": str(model_path), "settings": asdict(settings), "metrics": metrics}
+    record = {"base": str(model_path), "settings": asdict(settings), "metrics": dict(metrics)}
     if held:
         metrics.update(before=before, after=after)
         record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",
