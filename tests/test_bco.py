@@ -77,12 +77,22 @@ def test_bco_raises_preference_accuracy_on_heldout_prompts(micro_run, micro_worl
     model, tok = load_decoder(micro_run / "decoder")
     before = preference_accuracy(model, tok, heldout)
     out = tmp_path / "aligned"
+    eval_rows = [{"prompt": p["prompt"], "chosen": p["correct"], "rejected": p["wrong"]} for p in heldout]
     metrics = bco(micro_run / "decoder", rows, out, BCOSettings(
-        beta=1.0, learning_rate=3e-3, epochs=4, batch_size=16, precompute_ref_log_probs=True, logging_steps=50))
+        beta=1.0, learning_rate=3e-3, epochs=4, batch_size=16, precompute_ref_log_probs=True, logging_steps=50),
+        eval_data=eval_rows)
     tuned, _ = load_decoder(out)
     after = preference_accuracy(tuned, tok, heldout)
     print(f"held-out preference accuracy {before:.3f} -> {after:.3f}")
     assert after >= before + 0.15, (before, after)
+    # --eval-data reports the same accuracies, and the held-out BCO loss: ln 2 before training
+    # (policy = reference, delta 0), lower once the preferred completions gain reward.
+    record = json.loads((out / "bco.json").read_text())
+    assert record["before"] == metrics["before"] and record["after"] == metrics["after"]
+    assert metrics["before"]["preference_accuracy"] == pytest.approx(before)
+    assert metrics["after"]["preference_accuracy"] == pytest.approx(after, abs=1 / len(heldout))
+    assert metrics["before"]["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert metrics["after"]["eval_loss"] < math.log(2) and metrics["after"]["eval_rewards/margins"] > 0
     state = json.loads((out / STATE_FILE).read_text())
     assert state["delta"] == pytest.approx(metrics["delta"]) and state["count"] == 4 * len(rows)
 
@@ -183,6 +193,8 @@ def test_bad_input_one_line_errors_and_nothing_overwritten(micro_run, micro_worl
          "needs both desirable and undesirable"),
         ([enc, "--data", good], "not a decoder"),
         ([dec, "--data", good, "--ref-model", enc], "not a decoder"),
+        ([dec, "--data", good, "--eval-data", _write(tmp_path / "e.jsonl", [{"text": "a b"}])],
+         "BCO --eval-data needs prompt, completion, label rows or prompt, chosen, rejected rows"),
     ]
     for argv, expected in cases:
         assert expected in err([*argv, "--out", str(kept)])

@@ -50,6 +50,7 @@ def test_sft_learns_and_reproduces_chat_format(chat_model, micro_run, capsys):
     assert after["text"].startswith("In ") and after["text"].endswith(".") and "<" not in after["text"], after
     assert after["text"] in capsys.readouterr().out  # streamed as it was produced
     assert metrics["train_loss"] < 2.5
+    assert metrics["assistant_mask"] == "template markers"  # twinlm's template has generation markers
 
 
 def test_twinlm_chat_template_ends_turns_with_eos(micro_run):
@@ -139,3 +140,35 @@ def test_sft_bad_input_is_one_line(micro_run, tmp_path, capsys):
     assert main(["sft", str(micro_run / "decoder"), "--data", str(good), "--out", str(tmp_path / "kept")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "kept" / "x").read_text() == "earlier result"
+
+
+def test_eval_data_scores_before_and_after_in_summary_and_json(micro_run, micro_world, tmp_path, capsys):
+    """Held-out loss and preference accuracy of the untrained and the trained model: training on the
+    held-out prompts' right answers must lower the loss and raise the accuracy, and the printed
+    summary, the returned metrics and sft.json agree."""
+    from twinlm.align.preference_task import country_pairs, preference_accuracy
+
+    pairs = country_pairs(micro_world, micro_world.people[:24], seed=3)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"prompt": p["prompt"], "completion": p["correct"]}) + "\n" for p in pairs))
+    held = tmp_path / "held.jsonl"  # labelled rows: each prompt once desirable, once undesirable
+    held.write_text("".join(json.dumps({"prompt": p["prompt"], "completion": p[k], "label": k == "correct"}) + "\n"
+                            for p in pairs for k in ("correct", "wrong")))
+    out = tmp_path / "out"
+    code = main(["sft", str(micro_run / "decoder"), "--data", str(train), "--eval-data", str(held), "--out", str(out),
+                 "--lr", "1e-2", "--epochs", "15", "--batch-size", "8", "--max-length", "32"])
+    assert code == 0
+    captured = capsys.readouterr()
+    record = json.loads((out / "sft.json").read_text())
+    before, after = record["before"], record["after"]
+    assert set(before) == set(after) >= {"eval_loss", "preference_accuracy"}
+    assert after["eval_loss"] < before["eval_loss"] - 0.5, (before, after)
+    assert after["preference_accuracy"] >= before["preference_accuracy"] + 0.2, (before, after)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(micro_run / "decoder")
+    tok = AutoTokenizer.from_pretrained(micro_run / "decoder")
+    assert before["preference_accuracy"] == pytest.approx(preference_accuracy(base, tok, pairs))
+    assert f"eval_loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}" in captured.out
+    assert f"preference_accuracy {before['preference_accuracy']:.4f} -> " in captured.out
+    assert "before training: eval_loss" in captured.err and "after training: eval_loss" in captured.err

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from twinlm.align import heldout
 from twinlm.align.bco_config import BCOConfig
 from twinlm.align.chat_template import ensure_chat_template
-from twinlm.align.data import check_bco_rows, is_conversational, load_rows
+from twinlm.align.data import check_bco_rows, is_conversational, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, check_same_vocab, load_decoder
 from twinlm.align.output import prepare_out
+from twinlm.align.preference_task import preference_accuracy
 from twinlm.align.sft import lora_target_modules
 from twinlm.errors import UserError
 
@@ -42,8 +44,11 @@ class BCOSettings:
 
 
 def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: str | Path,
-        settings: BCOSettings | None = None, overwrite: bool = False, resume: bool = False, callbacks=None) -> dict:
-    """Train with BCO; writes the aligned model (plain HF folder, delta in bco_state.json) to `out`."""
+        settings: BCOSettings | None = None, overwrite: bool = False, resume: bool = False, callbacks=None,
+        eval_data: str | Path | Dataset | list[dict] | None = None) -> dict:
+    """Train with BCO; writes the aligned model (plain HF folder, delta in bco_state.json) to `out`.
+    With `eval_data` the metrics (and bco.json) carry `before`/`after` held-out scores: the BCO
+    loss and reward margin, and the preference accuracy where rows pair completions of a prompt."""
     settings = settings or BCOSettings()
     check_settings(settings)
     check_decoder(model_path)
@@ -51,6 +56,13 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         check_decoder(settings.ref_model, "reference model")
     rows = load_rows(data)
     check_bco_rows(rows)
+    eval_rows, pairs = None, []
+    if eval_data is not None:
+        raw = load_rows(eval_data)
+        kind = heldout.eval_kind(raw)
+        eval_rows = heldout.bco_eval_rows(raw, kind)
+        check_bco_rows(eval_rows, "--eval-data")
+        pairs = heldout.preference_pairs(raw, kind)
     config = BCOConfig(
         output_dir=str(Path(out) / "checkpoints"), beta=settings.beta, learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs, max_steps=settings.max_steps,
@@ -79,8 +91,11 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
                                                  task_type="CAUSAL_LM"))
     from twinlm.align.bco_trainer import BCOTrainer
 
-    trainer = BCOTrainer(model, config, rows, tokenizer, ref_model=ref, callbacks=callbacks)
+    with no_dataset_bars():
+        trainer = BCOTrainer(model, config, rows, tokenizer, ref_model=ref, eval_dataset=eval_rows, callbacks=callbacks)
+    before = _score(trainer, tokenizer, pairs, "before") if eval_rows is not None else None
     result = trainer.train(resume_from_checkpoint=True if resume else None)
+    after = _score(trainer, tokenizer, pairs, "after") if eval_rows is not None else None
     if settings.lora:  # out stays a plain model folder: adapters merged, the adapter itself beside
         trainer.model.save_pretrained(out / "adapter")
         trainer.model.merge_and_unload().save_pretrained(out)
@@ -91,9 +106,24 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
     metrics = dict(result.metrics, delta=trainer.running.mean)
     if trainer.udm is not None:
         metrics["udm_accuracy"] = trainer.udm.accuracy
-    (out / "bco.json").write_text(json.dumps({"base": str(model_path), "settings": settings.__dict__,
-                                              "metrics": metrics}, indent=1, default=str) + "\n")
+    record = {"base": str(model_path), "settings": settings.__dict__, "metrics": dict(metrics)}
+    if eval_rows is not None:
+        metrics.update(before=before, after=after)
+        record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",
+                      before=before, after=after)
+    (out / "bco.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return metrics
+
+
+def _score(trainer, tokenizer, pairs: list[dict], when: str) -> dict[str, float]:
+    """Held-out BCO loss (ln 2 before training: policy = reference, delta 0), reward margin and
+    preference accuracy."""
+    scores = heldout.pick(trainer.evaluate(), ("eval_loss", "eval_rewards/margins"))
+    if pairs:
+        scores["preference_accuracy"] = preference_accuracy(trainer.model, tokenizer, pairs,
+                                                            batch_size=trainer.args.per_device_eval_batch_size)
+    heldout.print_scores(when, scores)
+    return scores
 
 
 def check_settings(settings: BCOSettings) -> None:

@@ -7,6 +7,7 @@ Formats follow TRL's conventions: a row is plain text (`text`), prompt-completio
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
@@ -52,6 +53,20 @@ def load_rows(source: str | Path | Dataset | list[dict], split: str = "train") -
         raise UserError(f"cannot read data {str(source)!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     finally:
         if bars:
+            enable_progress_bar()
+
+
+@contextmanager
+def no_dataset_bars():
+    """datasets' progress bars off: data preparation's stack of map bars would bury the training bar."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
             enable_progress_bar()
 
 

@@ -32,12 +32,19 @@ def check_decoder(name_or_path: str | Path, role: str = "model") -> None:
         )
 
 
-def load_decoder(name_or_path: str | Path, role: str = "model") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    check_decoder(name_or_path, role)
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """The decoder's tokenizer, with the eos token as pad token where it has none."""
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_decoder(name_or_path: str | Path, role: str = "model",
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    check_decoder(name_or_path, role)
+    tokenizer = tokenizer or load_tokenizer(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path))
     return model, tokenizer
 
 

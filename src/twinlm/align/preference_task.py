@@ -55,15 +55,16 @@ def preference_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     was_training = model.training
     model.eval()
     collate = BCOCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
     wins = 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         scores = []
         for key in ("correct", "wrong"):
             feats = [dict(encode_example(p["prompt"], p[key], tokenizer, 512, 256), label=True) for p in chunk]
-            batch = collate(feats)
+            batch = {k: v.to(device) for k, v in collate(feats).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            scores.append(sequence_logps(logits, batch["input_ids"], batch["completion_mask"]))
+            scores.append(sequence_logps(logits, batch["input_ids"], batch["completion_mask"]).cpu())
         wins += int((scores[0] > scores[1]).sum())
     model.train(was_training)
     return wins / len(pairs)

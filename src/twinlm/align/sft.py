@@ -3,8 +3,12 @@
 Plain text, prompt-completion and conversational rows are passed to TRL as they are. twinlm adds
 what a twin decoder lacks: a chat template when the tokenizer has none (said on stderr), the
 template's end-of-turn token as the token generation stops at, and LoRA target modules that
-exist in ModernBertDecoder (TRL's defaults do not) and in Llama-family decoders. The result in
-`out` is a plain HF folder (LoRA adapters merged; the adapter itself in `out/adapter`).
+exist in ModernBertDecoder (TRL's defaults do not) and in Llama-family decoders. Assistant-only
+loss works with any prefix-preserving chat template: TRL masks through `{% generation %}`
+markers where the template has them, twinlm derives the mask from prefix renders otherwise
+(`assistant_mask`). With held-out rows the loss (and preference accuracy) is measured before and
+after training. The result in `out` is a plain HF folder (LoRA adapters merged; the adapter
+itself in `out/adapter`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from twinlm.align import heldout
+from twinlm.align.assistant_mask import DERIVED, MARKERS, choose_mask, encode_conversations
 from twinlm.align.chat_template import end_of_turn_token, ensure_chat_template
-from twinlm.align.data import check_sft_rows, load_rows
-from twinlm.align.loading import check_decoder, load_decoder
+from twinlm.align.data import check_sft_rows, load_rows, no_dataset_bars
+from twinlm.align.loading import check_decoder, load_decoder, load_tokenizer
 from twinlm.align.output import prepare_out
+from twinlm.align.preference_task import preference_accuracy
 from twinlm.errors import UserError
 
 _LLAMA_FAMILY = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2", "granite"}
@@ -33,7 +40,7 @@ class SFTSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] | None = None  # None: the model family's attention and MLP projections
-    assistant_only_loss: bool = False  # conversational data: loss on assistant turns only
+    assistant_only_loss: bool = False  # conversational data: loss on assistant turns only (any consistent template)
     completion_only_loss: bool | None = None  # prompt-completion data; None: TRL's default (True)
     packing: bool = False
     packing_strategy: str = "bfd"  # bfd | bfd_split | wrapped
@@ -78,6 +85,9 @@ def _trainer_class():
     class TwinSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.model.config.model_type in _HEAD_BEFORE_OUTPUT:
+                # As TRL's own loss does: a forward that builds a cache makes transformers ignore the
+                # restarting position_ids of a packed row, and its documents would see each other.
+                inputs["use_cache"] = False
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
@@ -85,8 +95,10 @@ def _trainer_class():
 
 
 def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: str | Path,
-        settings: SFTSettings | None = None, overwrite: bool = False, resume: bool = False) -> dict:
-    """Fine-tune `model_path` on `data`; writes the model to `out`. Returns the training metrics."""
+        settings: SFTSettings | None = None, overwrite: bool = False, resume: bool = False,
+        eval_data: str | Path | Dataset | list[dict] | None = None) -> dict:
+    """Fine-tune `model_path` on `data`; writes the model to `out`. Returns the training metrics,
+    with `before`/`after` held-out scores (see `heldout`) when `eval_data` is given."""
     from peft import LoraConfig
     from trl import SFTConfig
 
@@ -96,20 +108,33 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
     kind = check_sft_rows(rows)
     if settings.assistant_only_loss and kind != "conversational":
         raise UserError(f"--assistant-only-loss needs conversational data (messages); this data is {kind}")
-    out = prepare_out(out, overwrite, resume)
-    model, tokenizer = load_decoder(model_path)
-    eos = None
+    if settings.assistant_only_loss and settings.completion_only_loss is False:
+        raise UserError("--assistant-only-loss and --full-sequence-loss contradict each other; pick one")
+    held = _held_out(eval_data, settings) if eval_data is not None else None
+    tokenizer = load_tokenizer(model_path)
+    eos, mask_mode = None, None
     if kind == "conversational":
         ensure_chat_template(tokenizer)
         eot = end_of_turn_token(tokenizer)
         eos = eot if eot and eot != tokenizer.eos_token else None
+        if settings.assistant_only_loss:
+            mask_mode = choose_mask(tokenizer)
+    if mask_mode == DERIVED:  # TRL takes the rows tokenized, with the mask it turns into labels
+        completion_only = settings.completion_only_loss is not False
+        with no_dataset_bars():
+            rows = encode_conversations(rows, tokenizer, completion_only)
+            if held is not None:
+                held["rows"] = encode_conversations(held["rows"], tokenizer, completion_only)
+    out = prepare_out(out, overwrite, resume)  # every check passed: only now touch the output folder
+    model, tokenizer = load_decoder(model_path, tokenizer=tokenizer)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
         max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation, seed=settings.seed,
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=2,
         max_length=settings.max_length, packing=settings.packing, packing_strategy=settings.packing_strategy,
-        assistant_only_loss=settings.assistant_only_loss, completion_only_loss=settings.completion_only_loss,
+        assistant_only_loss=mask_mode == MARKERS, completion_only_loss=settings.completion_only_loss,
         eos_token=eos, report_to="none", bf16=_bf16_available(), **settings.extra,
     )
     peft_config = None
@@ -119,16 +144,47 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             target_modules=settings.target_modules or lora_target_modules(model.config.model_type),
         )
     try:
-        trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                             peft_config=peft_config)
+        with no_dataset_bars():  # TRL's preparation would print a stack of map bars above the training bar
+            trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                                       peft_config=peft_config, eval_dataset=held["rows"] if held else None)
     except ValueError as err:  # TRL's checks of data against settings are user mistakes
         raise UserError(f"SFT setup: {str(err).splitlines()[0]}") from None
+    before = _score(trainer, tokenizer, held, "before") if held else None
     result = trainer.train(resume_from_checkpoint=True if resume else None)
+    after = _score(trainer, tokenizer, held, "after") if held else None
     _save(trainer, tokenizer, out, settings.lora)
     metrics = dict(result.metrics, data_format=kind, lora=settings.lora)
-    (out / "sft.json").write_text(json.dumps({"base": str(model_path), "settings": asdict(settings),
-                                              "metrics": metrics}, indent=1, default=str) + "\n")
+    if mask_mode:
+        metrics["assistant_mask"] = mask_mode
+    record = {"base": str(model_path), "settings": asdict(settings), "metrics": dict(metrics)}
+    if held:
+        metrics.update(before=before, after=after)
+        record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",
+                      before=before, after=after)
+    (out / "sft.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return metrics
+
+
+def _held_out(eval_data, settings: SFTSettings) -> dict:
+    """The held-out rows the loss is taken on and the preference pairs, checked before any work."""
+    raw = load_rows(eval_data)
+    kind = heldout.eval_kind(raw)
+    rows = heldout.sft_eval_rows(raw, kind)
+    if len(rows) == 0:
+        raise UserError("--eval-data has no desirable (label true) rows to take the held-out loss on")
+    if settings.assistant_only_loss and check_sft_rows(rows, "--eval-data") != "conversational":
+        raise UserError("--assistant-only-loss needs conversational --eval-data too (messages, or prompt/completion "
+                        "given as lists of messages)")
+    return {"rows": rows, "pairs": heldout.preference_pairs(raw, kind)}
+
+
+def _score(trainer, tokenizer, held: dict, when: str) -> dict[str, float]:
+    scores = heldout.pick(trainer.evaluate(), ("eval_loss", "eval_mean_token_accuracy"))
+    if held["pairs"]:
+        scores["preference_accuracy"] = preference_accuracy(trainer.model, tokenizer, held["pairs"],
+                                                            batch_size=trainer.args.per_device_eval_batch_size)
+    heldout.print_scores(when, scores)
+    return scores
 
 
 def _bf16_available() -> bool:

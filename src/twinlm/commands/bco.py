@@ -11,13 +11,19 @@ Reward r = beta * (log pi - log pi_ref) over completion tokens; delta = running 
 rewards (saved in every checkpoint). --udm-embedder weights undesirable rows by UDM density
 ratios. Writes DIR (plain HF folder, bco_state.json with delta, udm_classifier.safetensors with
 UDM), DIR/bco.json with metrics, DIR/checkpoints for --resume. Logged per step: rewards/desirable,
-rewards/undesirable, rewards/margins, delta, logps/*, udm/accuracy."""
+rewards/undesirable, rewards/margins, delta, logps/*, udm/accuracy. --eval-data (rows like ROWS, or
+preference rows prompt/chosen/rejected) reports before and after training: the held-out BCO loss
+(ln 2 = 0.6931 before training by construction), the reward margin, and the preference accuracy
+(share of prompts whose desirable completion the model finds more likely than an undesirable one)."""
 
 
 def register(sub) -> None:
     p = sub.add_parser("bco", help="align a decoder with BCO on thumbs-up/down rows", description=HELP)
     p.add_argument("model", help="decoder folder or hub id (the policy)")
     p.add_argument("--data", required=True, help="rows with prompt, completion, label (bool)")
+    p.add_argument("--eval-data", default=None,
+                   help="held-out rows (prompt/completion/label or prompt/chosen/rejected): loss, reward margin and "
+                        "preference accuracy before and after training")
     add_output_args(p, "aligned model")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (delta and UDM restored)")
     p.add_argument("--beta", type=float, default=0.1, help="reward scale (default 0.1)")
@@ -39,6 +45,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from twinlm.align.bco import BCOSettings, bco
+    from twinlm.align.heldout import summary
 
     settings = BCOSettings(
         beta=args.beta, learning_rate=args.lr, epochs=args.epochs, max_steps=args.max_steps,
@@ -48,7 +55,9 @@ def run(args) -> int:
         min_density_ratio=args.min_density_ratio, max_density_ratio=args.max_density_ratio,
         router_aux_loss_coef=args.router_aux_loss_coef, seed=args.seed, save_steps=args.save_steps,
     )
-    metrics = bco(args.model, args.data, args.out, settings, overwrite=args.overwrite, resume=args.resume)
-    print(f"bco: train loss {metrics.get('train_loss', float('nan')):.4f}, delta {metrics['delta']:.4f}; "
+    metrics = bco(args.model, args.data, args.out, settings, overwrite=args.overwrite, resume=args.resume,
+                  eval_data=args.eval_data)
+    held = f"; {summary(metrics['before'], metrics['after'])}" if args.eval_data else ""
+    print(f"bco: train loss {metrics.get('train_loss', float('nan')):.4f}, delta {metrics['delta']:.4f}{held}; "
           f"model: {args.out}")
     return 0
