@@ -105,11 +105,13 @@ def test_both_twins_receive_identical_blocks(tmp_path):
         model = build_twin(twin, build_config(twin, recipe.model, tokenizer), seed=0)
         trainer = build_phase_trainer(recipe, tmp_path / twin, twin, model, tokenizer, phase, 4, train)
         batches = []
-        for batch in trainer.get_train_dataloader():
-            ids = batch["input_ids"].clone()
-            if twin == "encoder":  # undo the corruption: labels hold the originals where masked
-                ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
-            batches.append(ids)
+        for step in trainer.get_train_dataloader():  # one item per optimizer step: its micro-batches
+            assert [len(mb["input_ids"]) for mb in step] == [recipe.training.micro_batch] * 2
+            for batch in step:
+                ids = batch["input_ids"].clone()
+                if twin == "encoder":  # undo the corruption: labels hold the originals where masked
+                    ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
+                batches.append(ids)
         seen[twin] = torch.cat(batches)
     assert seen["encoder"].shape == (4 * recipe.training.global_batch, phase.seq_len)
     assert torch.equal(seen["encoder"], seen["decoder"])
