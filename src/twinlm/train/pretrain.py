@@ -197,8 +197,9 @@ def finish_work_folder(work: Path, keep_every: int) -> None:
     (whole: weights, tokenizer, optimizer and trainer state), drop the rest."""
     clean_incomplete(work)
     rotate_checkpoints(work, 0, keep_every)
-    if work.exists() and not any(work.iterdir()):
-        work.rmdir()
+    for folder in (work, work.parent):  # <twin>/work/<phase>, then <twin>/work once nothing is kept
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 SAMPLE_KEY = "sample_index"
@@ -364,9 +365,10 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
             if state.is_main_process:
                 _write_json_atomic(phase_dir / DONE_FILE, result.__dict__)
             state.wait_for_everyone()
-            print(f"{twin} {phase.name}: done ({result.steps} steps, held-out loss "
-                  f"{result.heldout.get('loss', float('nan')):.3f} vs unigram "
-                  f"{result.heldout['unigram_baseline']:.3f})", flush=True)
+            if state.is_main_process:
+                print(f"{twin} {phase.name}: done ({result.steps} steps, held-out loss "
+                      f"{result.heldout.get('loss', float('nan')):.3f} vs unigram "
+                      f"{result.heldout['unigram_baseline']:.3f})", flush=True)
         results.append(result)
         step_offset += result.steps
         token_offset += result.tokens
@@ -419,7 +421,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
         save_steps=t.save_every,
         seed=t.seed,
         data_seed=t.seed,
-        gradient_checkpointing=t.activation_checkpointing,
+        activation_checkpointing=t.activation_checkpointing,  # recompute layers in backward
         bf16=t.precision == "bf16",
         report_to=t.report_to or "none",
         remove_unused_columns=False,
