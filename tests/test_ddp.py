@@ -1,4 +1,4 @@
-"""Two CPU processes with torchrun (gloo): ranks see different data, one copy of each checkpoint."""
+"""Two CPU processes with torchrun (gloo): ranks see different data (the full run is in test_crash_resume.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
