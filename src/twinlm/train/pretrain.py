@@ -37,10 +37,10 @@ from twinlm.models import (
 )
 from twinlm.objectives import collator_for
 from twinlm.recipe import TWINS, Phase, Recipe
+from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
 from twinlm.train.card import write_model_card
 from twinlm.train.heldout import heldout_loss, unigram_baseline
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
-from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
 from twinlm.train.optim import build_optimizer
 from twinlm.train.schedules import BatchSchedule, lr_multiplier, warmup_steps_for
 

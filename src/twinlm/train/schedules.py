@@ -34,7 +34,7 @@ def lr_multiplier(phase: Phase, step: int, total_steps: int, warmup_steps: int) 
     raise ValueError(f"unknown schedule {phase.lr_schedule}")
 
 
-def warmup_steps_for(phase: Phase, schedule: "BatchSchedule | int") -> int:
+def warmup_steps_for(phase: Phase, schedule: BatchSchedule | int) -> int:
     """LR warmup in steps: the first step count whose tokens reach `phase.warmup_tokens`
     (`schedule` may be a constant number of tokens per step)."""
     if not phase.warmup_tokens:
