@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+
+def _torchrun() -> list[str]:
+    with socket.socket() as sock:  # a free port: other test runs may share the machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
 
 
 def _env():
@@ -18,7 +24,7 @@ def _env():
 
 def test_ranks_see_different_blocks(tmp_path):
     script = Path(__file__).with_name("ddp_first_batches.py")
-    proc = subprocess.run([*TORCHRUN, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([*_torchrun(), str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
                           env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
