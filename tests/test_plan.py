@@ -74,3 +74,27 @@ def test_run_refuses_an_uneven_split_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="global batch 8 does not split over 3 processes"):
         pretrain_module.pretrain(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["training.keep_every=100"], r"keep_every \(100\) must be a multiple of training.save_every \(8\)"),
+    (["training.keep_last=0"], r"keep_last must be >= 1"),
+    (["training.micro_batch=big"], r"training.micro_batch='big'; valid: a number of sequences >= 1, or auto"),
+    (["phases.decay.micro_batch=3"], r"phases\[1\] \(decay\) global batch 8 is not a multiple of its micro_batch"),
+    (["training.batch_warmup_tokens=4096"], r"batch_warmup_tokens needs training.batch_warmup_min"),
+    (["training.batch_warmup_tokens=4096", "training.batch_warmup_min=3"], r"batch_warmup_min \(3\) must be "
+                                                                           r"smaller than and divide .* e.g. 2"),
+    (["training.batch_warmup_tokens=99999", "training.batch_warmup_min=2"], r"exceeds the first phase's tokens"),
+])
+def test_bad_batch_and_checkpoint_settings_fail_at_load(override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe("micro", override)
+
+
+def test_micro_batch_per_phase_and_auto():
+    recipe = load_recipe("micro", ["phases.decay.micro_batch=2", "training.micro_batch=auto",
+                                   "training.micro_batch_tokens=128"])
+    pre, decay = recipe.phases
+    assert split_batch(recipe, pre, 1).micro_batch == 2  # 128 tokens / seq 64
+    assert split_batch(recipe, pre, 2).micro_batch == 2 and split_batch(recipe, pre, 2).accumulation == 2
+    assert (split_batch(recipe, decay, 1).micro_batch, split_batch(recipe, decay, 1).accumulation) == (2, 4)
