@@ -3,8 +3,9 @@
 One loop serves both twins; only the model class and the collator differ. Every phase starts
 from the previous phase's weights with a fresh optimizer and its own LR schedule, writes its
 end-of-phase checkpoint to `<out>/<twin>/phases/<phase>/`, and can be resumed from its last
-intermediate checkpoint. `torchrun` / `accelerate launch` work unchanged: the Trainer shards
-the (identical, pre-ordered) batches across ranks and only the main process writes.
+intermediate checkpoint. `torchrun` / `accelerate launch` work unchanged: each rank takes its
+slice of every step's (identical, pre-ordered) batch (`StepBatches`), so the data of a step does
+not depend on the number of processes, and only the main process writes.
 """
 
 from __future__ import annotations
@@ -222,8 +223,9 @@ class SeededCollator:
     """Runs `collator` (MLM / MNTP masking draws from the global torch RNG) with that RNG seeded
     from the run's seed and the index of the batch's first sample, inside `fork_rng`.
 
-    The masks are then a function of the data alone, so a resumed phase sees exactly the masks of
-    an uninterrupted one. (The Trainer's own RNG checkpointing cannot give that: the dataloader
+    The masks are then a function of the data and the micro-batch size alone (not of the number
+    of processes), so a resumed phase sees exactly the masks of an uninterrupted one. (The
+    Trainer's own RNG checkpointing cannot give that: the dataloader
     collates batches ahead, and the Trainer restores the saved state only after collating the
     first resumed batches.) The global stream used by the model (dropout) is left untouched."""
 
