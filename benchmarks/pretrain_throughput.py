@@ -124,8 +124,9 @@ def run_twinlm(twin, tokenizer, store, recipe, seq_len, batch, steps, warmup, tm
         config.sparse_prediction = True
     model = build_twin(twin, config, seed=0)
     trainer = build_phase_trainer(recipe, Path(tmp), twin, model, tokenizer, phase, warmup + steps, store)
-    collator = CountingCollator(trainer.data_collator, tokenizer.pad_token_id, warmup)
-    trainer.data_collator = collator
+    # twinlm collates inside its per-step dataset (StepBatches): one micro-batch per step here.
+    collator = CountingCollator(trainer.train_dataset.collator, tokenizer.pad_token_id, warmup)
+    trainer.train_dataset.collator = collator
     timer = Timer(warmup, tokenizer.pad_token_id)
     trainer.add_callback(timer)
     trainer.train()

@@ -18,5 +18,5 @@ with state.main_process_first():
     train, _ = prepare_stores(recipe, tokenizer, out / "data", None)
 model = build_twin("decoder", build_config("decoder", recipe.model, tokenizer), seed=0)
 trainer = build_phase_trainer(recipe, out / "work", "decoder", model, tokenizer, recipe.phases[0], 2, train)
-batch = next(iter(trainer.get_train_dataloader()))
-torch.save(batch["input_ids"], out / f"rank{state.process_index}.pt")
+step = next(iter(trainer.get_train_dataloader()))  # this rank's micro-batches of step 0
+torch.save(torch.cat([mb["input_ids"] for mb in step]), out / f"rank{state.process_index}.pt")

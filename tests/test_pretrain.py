@@ -105,11 +105,13 @@ def test_both_twins_receive_identical_blocks(tmp_path):
         model = build_twin(twin, build_config(twin, recipe.model, tokenizer), seed=0)
         trainer = build_phase_trainer(recipe, tmp_path / twin, twin, model, tokenizer, phase, 4, train)
         batches = []
-        for batch in trainer.get_train_dataloader():
-            ids = batch["input_ids"].clone()
-            if twin == "encoder":  # undo the corruption: labels hold the originals where masked
-                ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
-            batches.append(ids)
+        for step in trainer.get_train_dataloader():  # one item per optimizer step: its micro-batches
+            assert [len(mb["input_ids"]) for mb in step] == [recipe.training.micro_batch] * 2
+            for batch in step:
+                ids = batch["input_ids"].clone()
+                if twin == "encoder":  # undo the corruption: labels hold the originals where masked
+                    ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
+                batches.append(ids)
         seen[twin] = torch.cat(batches)
     assert seen["encoder"].shape == (4 * recipe.training.global_batch, phase.seq_len)
     assert torch.equal(seen["encoder"], seen["decoder"])
@@ -162,3 +164,21 @@ def test_mds_shards_and_a_reused_tokenizer_feed_pretraining(micro_run, tmp_path)
     assert (tokens == tokenizer.cls_token_id).sum() == 36 == (tokens == tokenizer.sep_token_id).sum()
     again, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
     assert again.path == train.path and again.num_tokens == train.num_tokens  # reused, not rebuilt
+
+
+def test_activation_checkpointing_trains_the_same_weights(micro_run, tmp_path):
+    """training.activation_checkpointing recomputes each layer in backward: same result, less memory."""
+    weights = []
+    for ckpt in (False, True):
+        recipe = load_recipe("micro", [f"training.activation_checkpointing={ckpt}"])
+        tokenizer = prepare_tokenizer(recipe, micro_run)  # the fixture's tokenizer and blocks
+        train, _ = prepare_stores(recipe, tokenizer, micro_run / "data", None)
+        model = build_twin("decoder", build_config("decoder", recipe.model, tokenizer), seed=0)
+        trainer = build_phase_trainer(recipe, tmp_path / str(ckpt), "decoder", model, tokenizer, recipe.phases[0], 3,
+                                      train)
+        trainer.args.save_strategy = "no"
+        trainer.train()
+        assert model.is_gradient_checkpointing == ckpt
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], atol=1e-6, rtol=1e-5, msg=key)

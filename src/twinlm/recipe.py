@@ -9,7 +9,6 @@ time so that a bad recipe fails before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -152,6 +151,7 @@ class Phase:
     mask_ratio: float = 0.3  # MLM only
     rope_theta: float = 10_000.0  # global-attention RoPE theta
     global_batch: int | None = None  # sequences per step; None: training.global_batch
+    micro_batch: int | str | None = None  # sequences per forward pass per process; None: training.micro_batch
     source: str | None = None  # phase-specific data (Ettin's decay mix); None: data.source / data.streams
     streams: list[StreamConfig] = field(default_factory=list)  # phase-specific mixture; [] : see source
 
@@ -168,6 +168,8 @@ class Phase:
             raise UserError(f"{where} needs tokens > 0 and seq_len > 1")
         if self.warmup_tokens < 0 or self.warmup_tokens > self.tokens:
             raise UserError(f"{where}.warmup_tokens must be between 0 and the phase tokens ({self.tokens})")
+        if self.micro_batch is not None:
+            self.micro_batch = _check_micro_batch(self.micro_batch, f"{where}.micro_batch")
 
 
 @dataclass
@@ -180,14 +182,26 @@ class TrainingConfig:
     eps: float = 1e-6
     optimizer: str = "stable_adamw"  # stable_adamw (Ettin) or adamw
     global_batch: int = 16  # sequences per optimizer step, over all processes
-    micro_batch: int = 16  # sequences per forward pass per process
-    batch_warmup_tokens: int = 0  # Ettin's batch-size warmup; recorded, see the model card
     max_grad_norm: float = 1.0
     seed: int = 42
     precision: str = "fp32"  # fp32 | bf16
     attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
     log_every: int = 10
     save_every: int = 200  # intermediate checkpoints within a phase (for resume)
+    # --- batch splitting, batch-size warmup, checkpoints (twinlm.train.batching, twinlm.plan) ---
+    # Sequences per forward pass per process (a phase may set its own). Gradient accumulation is
+    # derived: global batch / (micro_batch x processes), which must be whole. "auto": the largest
+    # micro-batch that divides the per-process batch and holds at most micro_batch_tokens tokens.
+    micro_batch: int | str = 16
+    micro_batch_tokens: int = 65_536  # only for micro_batch: auto (64 x 1,024 or 8 x 8,192)
+    # Ettin's batch-size warmup, first phase only: the global batch grows linearly in tokens from
+    # batch_warmup_min sequences to the global batch over batch_warmup_tokens (0: off), in
+    # multiples of batch_warmup_min (so batch_warmup_min must divide the global batch).
+    batch_warmup_min: int = 0
+    batch_warmup_tokens: int = 0
+    activation_checkpointing: bool = False  # recompute each layer in backward (HF gradient checkpointing)
+    keep_last: int = 2  # newest intermediate checkpoints kept while a phase runs (for resume)
+    keep_every: int = 0  # also keep every N-th step's checkpoint, after the phase too (0: none)
     peak_tflops: float | None = None  # for MFU; None: measured (CPU) or looked up (GPU)
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard", "wandb"]
     sparse_mlm_head: bool = True  # encoder: run the MLM head only on masked positions
@@ -214,11 +228,32 @@ class TrainingConfig:
             raise UserError(f"training.optimizer={self.optimizer!r}; valid: stable_adamw, adamw")
         if self.precision not in ("fp32", "bf16"):
             raise UserError(f"training.precision={self.precision!r}; valid: fp32, bf16")
-        if self.global_batch % self.micro_batch:
+        self.micro_batch = _check_micro_batch(self.micro_batch, "training.micro_batch")
+        if self.micro_batch_tokens < 1:
+            raise UserError(f"training.micro_batch_tokens must be >= 1, got {self.micro_batch_tokens}")
+        if self.keep_last < 1:
+            raise UserError(f"training.keep_last must be >= 1 (the newest checkpoint is what --resume needs), "
+                            f"got {self.keep_last}")
+        if self.keep_every < 0 or self.save_every < 1:
+            raise UserError("training.keep_every must be >= 0 and training.save_every >= 1")
+        if self.keep_every % self.save_every:
             raise UserError(
-                f"training.global_batch ({self.global_batch}) must be a multiple of "
-                f"training.micro_batch ({self.micro_batch})"
+                f"training.keep_every ({self.keep_every}) must be a multiple of training.save_every "
+                f"({self.save_every}): only saved steps can be kept"
             )
+        if self.batch_warmup_tokens < 0 or self.batch_warmup_min < 0:
+            raise UserError("training.batch_warmup_tokens and training.batch_warmup_min must be >= 0")
+        if self.batch_warmup_tokens and not self.batch_warmup_min:
+            raise UserError("training.batch_warmup_tokens needs training.batch_warmup_min (the first step's "
+                            "global batch, in sequences)")
+
+
+def _check_micro_batch(value: int | str, where: str) -> int | str:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise UserError(f"{where}={value!r}; valid: a number of sequences >= 1, or auto")
 
 
 @dataclass
@@ -246,11 +281,23 @@ class Recipe:
                     f"phases[{i}].seq_len={phase.seq_len} exceeds model.max_position_embeddings="
                     f"{self.model.max_position_embeddings} for size {self.model.size}"
                 )
-            if self.batch_of(phase) % self.training.micro_batch:
+            micro = self.micro_batch_of(phase)
+            if micro != "auto" and self.batch_of(phase) % micro:
                 raise UserError(
-                    f"phases[{i}] global batch {self.batch_of(phase)} is not a multiple of "
-                    f"training.micro_batch ({self.training.micro_batch})"
+                    f"phases[{i}] ({phase.name}) global batch {self.batch_of(phase)} is not a multiple of its "
+                    f"micro_batch ({micro}); set micro_batch: auto or a divisor of the global batch"
                 )
+        t, first = self.training, self.phases[0]
+        if t.batch_warmup_tokens:
+            batch = self.batch_of(first)
+            if t.batch_warmup_min >= batch or batch % t.batch_warmup_min:
+                raise UserError(
+                    f"training.batch_warmup_min ({t.batch_warmup_min}) must be smaller than and divide the "
+                    f"first phase's global batch ({batch}); e.g. {_divisor_near(batch, t.batch_warmup_min)}"
+                )
+            if t.batch_warmup_tokens > first.tokens:
+                raise UserError(f"training.batch_warmup_tokens ({t.batch_warmup_tokens:.3g}) exceeds the first "
+                                f"phase's tokens ({first.tokens:.3g})")
 
     def streams_of(self, phase: Phase) -> list[StreamConfig]:
         """The streams a phase trains on: its own, else its source, else data's streams or source
@@ -264,14 +311,32 @@ class Recipe:
     def batch_of(self, phase: Phase) -> int:
         return phase.global_batch or self.training.global_batch
 
+    def micro_batch_of(self, phase: Phase) -> int | str:
+        return phase.micro_batch if phase.micro_batch is not None else self.training.micro_batch
+
+    def batch_schedule(self, phase: Phase):
+        """Sequences per step of `phase` (batch-size warmup applies to the first phase only)."""
+        from twinlm.train.schedules import BatchSchedule
+
+        t = self.training
+        warm = phase.name == self.phases[0].name and t.batch_warmup_tokens > 0
+        return BatchSchedule(self.batch_of(phase), phase.seq_len, phase.tokens,
+                             t.batch_warmup_min if warm else 0, t.batch_warmup_tokens if warm else 0)
+
     def phase_steps(self, phase: Phase) -> int:
-        return max(1, math.ceil(phase.tokens / (self.batch_of(phase) * phase.seq_len)))
+        return self.batch_schedule(phase).steps
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _divisor_near(n: int, target: int) -> int:
+    """The divisor of n (other than n) closest to target."""
+    divisors = [d for d in range(1, n) if n % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), d)) if divisors else 1
 
 
 def _plain(value: Any) -> Any:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from twinlm.commands.common import add_recipe_args
 
-HELP = """Validate RECIPE (every key, every combination) and print, per phase and twin: tokens,
-sequence length, steps, batch, parameters, training FLOPs and the estimated wall time on the
-given hardware. Nothing is downloaded or trained."""
+HELP = """Validate RECIPE (every key, every combination) for a cluster of --gpus accelerators and
+print, per phase and twin: tokens, sequence length, global batch, the per-GPU micro-batch and
+gradient accumulation (derived from the GPU count, as `twinlm pretrain` will run it), estimated
+activation memory per GPU without and with training.activation_checkpointing, steps (batch-size
+warmup included), parameters, training FLOPs and the estimated wall time. A global batch that does
+not split over the GPUs is an error naming the nearest valid settings. Nothing is downloaded or
+trained."""
 
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help="validate a recipe and estimate its cost", description=HELP)
     add_recipe_args(p)
-    p.add_argument("--gpus", type=int, default=1, help="number of accelerators (default 1)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="number of accelerators (processes) the run will use, over all nodes (default 1)")
     p.add_argument("--gpu-tflops", type=float, default=989.0,
                    help="peak TFLOP/s of one accelerator at the training precision (default 989: H100 bf16 dense)")
     p.add_argument("--mfu", type=float, default=0.4, help="expected model FLOPs utilisation, 0-1 (default 0.4)")

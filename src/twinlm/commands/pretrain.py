@@ -7,7 +7,15 @@ from twinlm.commands.common import add_output_args, add_recipe_args
 HELP = """Train the encoder (MLM) and decoder (CLM) twins through every phase of RECIPE on the same
 token blocks in the same order. Writes DIR/encoder and DIR/decoder (plain Hugging Face folders
 with twinlm.yaml and a model card), DIR/<twin>/phases/<phase>/ end-of-phase checkpoints and
-DIR/metrics.jsonl. Multi-process: torchrun --nproc_per_node N -m twinlm.cli pretrain ..."""
+DIR/metrics.jsonl (one line per logged step: loss, lr, batch, tokens, tokens/s, MFU).
+
+Intermediate checkpoints (every training.save_every steps) go to DIR/<twin>/work/<phase>/
+checkpoint-N: the newest training.keep_last are kept for --resume, and every training.keep_every
+steps' also after the phase ends (each a plain HF folder plus the Trainer state). A checkpoint is
+staged and renamed into place with a completion marker, so one half-written at a crash is never
+resumed from. The micro-batch and gradient accumulation follow from the global batch and the
+number of processes (check a cluster size first with `twinlm plan RECIPE --gpus N`).
+Multi-process: torchrun --nproc_per_node N -m twinlm.cli pretrain ..."""
 
 
 def register(sub) -> None:
@@ -20,6 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import os
+
     from twinlm.errors import UserError
     from twinlm.recipe import load_recipe
     from twinlm.train.pretrain import pretrain
@@ -29,6 +39,8 @@ def run(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     twins = [t.strip() for t in args.twins.split(",") if t.strip()]
     results = pretrain(recipe, args.out, twins=twins, resume=args.resume, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the summary once, from rank 0
+        return 0
     for r in results:
         print(f"{r.twin:8s} {r.phase:10s} held-out loss {r.heldout.get('loss', float('nan')):.4f} "
               f"(unigram {r.heldout.get('unigram_baseline', float('nan')):.4f})")

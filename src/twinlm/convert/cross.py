@@ -137,7 +137,8 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
         raise UserError(f"no model folder {model_dir}")
     rec = source_recipe(model_dir, recipe, overrides)
     phase = cross_phase(rec, tokens, objective, mask_ratio)
-    rec = dataclasses.replace(rec, phases=[phase])
+    # Continued training from a trained model: no batch-size warmup (it is the first pretraining phase's).
+    rec = dataclasses.replace(rec, phases=[phase], training=dataclasses.replace(rec.training, batch_warmup_tokens=0))
     rec.check()
     source = load_source(model_dir, source_twin, rec.training.attn_implementation)
     prepare_output(out, resume=resume, overwrite=overwrite)

@@ -52,7 +52,7 @@ pipe = pipeline("{task}", model="path/to/this/folder")
 ## Training
 - Data: {source}
 - Optimizer: {OPTIMIZER_NOTE[t.optimizer]}; lr {t.lr}, weight decay {t.weight_decay}, betas {tuple(t.betas)}, eps {t.eps}
-- Batch-size warmup ({t.batch_warmup_tokens:,} tokens in the recipe) is not applied by twinlm: batches are full size from step 1.
+- Batch-size warmup: {f'{t.batch_warmup_min:,} to {recipe.batch_of(recipe.phases[0]):,} sequences over the first {t.batch_warmup_tokens:,} tokens' if t.batch_warmup_tokens else 'none'}
 - Precision {t.precision}, attention `{t.attn_implementation}`, seed {t.seed}
 {phases}
 

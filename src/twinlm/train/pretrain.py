@@ -3,12 +3,14 @@
 One loop serves both twins; only the model class and the collator differ. Every phase starts
 from the previous phase's weights with a fresh optimizer and its own LR schedule, writes its
 end-of-phase checkpoint to `<out>/<twin>/phases/<phase>/`, and can be resumed from its last
-intermediate checkpoint. `torchrun` / `accelerate launch` work unchanged: the Trainer shards
-the (identical, pre-ordered) batches across ranks and only the main process writes.
+intermediate checkpoint. `torchrun` / `accelerate launch` work unchanged: each rank takes its
+slice of every step's (identical, pre-ordered) batch (`StepBatches`), so the data of a step does
+not depend on the number of processes, and only the main process writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,12 +40,13 @@ from twinlm.models import (
 from twinlm.objectives import collator_for
 from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
+from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
 from twinlm.train.card import write_model_card
 from twinlm.train.heldout import heldout_loss, unigram_baseline
 from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
-from twinlm.train.schedules import lr_multiplier, warmup_steps_for
+from twinlm.train.schedules import BatchSchedule, lr_multiplier, warmup_steps_for
 
 RECIPE_FILE = "twinlm.yaml"
 DONE_FILE = "phase.json"
@@ -58,11 +61,20 @@ def process_state() -> PartialState:
 
 
 class PhaseTrainer(Trainer):
-    """The stock Trainer with the recipe's optimizer and per-phase schedule, and atomic checkpoints."""
+    """The stock Trainer with the recipe's optimizer and per-phase schedule, a per-step batch
+    size (batch-size warmup), and atomic, rotated checkpoints.
 
-    def __init__(self, *args, recipe: Recipe, phase: Phase, tokens_per_step: int, **kwargs):
+    Each item of the train dataset is one optimizer step's share for this process: a list of
+    micro-batches (`StepBatches`). The Trainer runs with gradient_accumulation_steps=1 and this
+    class accumulates over the list itself; the loss of every micro-batch is normalised by the
+    label count of the whole step over all processes (`num_items_in_batch`), so a step is exactly
+    the mean over its tokens whatever its size or split."""
+
+    def __init__(self, *args, recipe: Recipe, phase: Phase, schedule: BatchSchedule, twin: str | None = None,
+                 tokenizer=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.recipe, self.phase, self.tokens_per_step = recipe, phase, tokens_per_step
+        self.recipe, self.phase, self.schedule = recipe, phase, schedule
+        self.twin, self.twin_tokenizer = twin, tokenizer
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -72,27 +84,126 @@ class PhaseTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            warmup = warmup_steps_for(self.phase, self.tokens_per_step)
+            warmup = warmup_steps_for(self.phase, self.schedule)
             phase = self.phase
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer or self.optimizer, lambda step: lr_multiplier(phase, step, num_training_steps, warmup)
             )
         return self.lr_scheduler
 
+    def get_train_dataloader(self):
+        # The dataset already holds each process's share of each step (StepBatches), so the
+        # loader is not sharded again by accelerate; one item per optimizer step.
+        a = self.args
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_size=1, shuffle=False, collate_fn=first_item,
+            num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
+            persistent_workers=a.dataloader_persistent_workers and a.dataloader_num_workers > 0,
+            prefetch_factor=a.dataloader_prefetch_factor if a.dataloader_num_workers > 0 else None,
+        )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        steps = []
+        for _ in range(num_batches):
+            try:
+                steps.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        micro = [mb for step in steps for mb in step]
+        return steps, self._get_num_items_in_batch(micro, device)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if isinstance(inputs, dict):  # a plain batch (not from StepBatches)
+            return super().training_step(model, inputs, num_items_in_batch)
+        # Used by the Trainer only if the model cannot take num_items_in_batch (then each
+        # micro-batch's mean loss gets an equal share).
+        self.current_gradient_accumulation_steps = len(inputs)
+        total = None
+        for i, micro in enumerate(inputs):
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = contextlib.nullcontext() if i == len(inputs) - 1 else self.accelerator.no_sync(model)
+            with sync:
+                loss = super().training_step(model, micro, num_items_in_batch)
+            total = loss if total is None else total + loss
+        return total
+
+    def floating_point_ops(self, inputs) -> float:
+        if isinstance(inputs, list):
+            return sum(super(PhaseTrainer, self).floating_point_ops(mb) for mb in inputs)
+        return super().floating_point_ops(inputs)
+
+    def _track_num_input_tokens(self, inputs):
+        for mb in inputs if isinstance(inputs, list) else [inputs]:
+            super()._track_num_input_tokens(mb)
+
     def _get_output_dir(self, trial=None) -> str:
         # Checkpoints are first written here, then renamed into place (see _save_checkpoint).
-        return os.path.join(self.args.output_dir, ".staging")
+        return os.path.join(self.args.output_dir, STAGING)
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
+        # Every rank writes its RNG state into the staged folder: wait for all before the rename.
+        self.accelerator.wait_for_everyone()
         if not self.args.should_save:
             return
         name = f"checkpoint-{self.state.global_step}"
-        final = Path(self.args.output_dir) / name
+        staged, final = Path(self._get_output_dir()) / name, Path(self.args.output_dir) / name
+        if self.twin_tokenizer is not None:  # a plain HF folder: from_pretrained / pipeline load it as is
+            _complete_hf_folder(self.model, self.twin_tokenizer, self.twin, staged)
+        (staged / COMPLETE_FILE).write_text(json.dumps({"step": self.state.global_step}))
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(Path(self._get_output_dir()) / name, final)
-        for old in sorted(checkpoints(Path(self.args.output_dir)))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
+        os.replace(staged, final)
+        t = self.recipe.training
+        rotate_checkpoints(Path(self.args.output_dir), t.keep_last, t.keep_every)
+
+
+STAGING = ".staging"
+COMPLETE_FILE = "twinlm-checkpoint.json"  # written last, before the rename: the checkpoint is whole
+
+
+def step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])
+
+
+def checkpoints(work: Path) -> list[Path]:
+    """Complete intermediate checkpoints of a phase, oldest first (by step number, not name)."""
+    found = [p for p in work.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / COMPLETE_FILE).exists() and (p / "trainer_state.json").exists()]
+    return sorted(found, key=step_of)
+
+
+def rotate_checkpoints(work: Path, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints and those at multiples of `keep_every`;
+    returns the deleted folders. Steps compare as numbers: checkpoint-10000 is newer than -9000."""
+    done = checkpoints(work)
+    keep = set(done[-keep_last:]) if keep_last > 0 else set()
+    keep |= {p for p in done if keep_every and step_of(p) % keep_every == 0}
+    removed = [p for p in done if p not in keep]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+def clean_incomplete(work: Path) -> list[Path]:
+    """Remove what a killed save left behind: the staging folder and any checkpoint folder
+    without its completion marker. Returns what was removed."""
+    done = set(checkpoints(work))
+    removed = [p for p in work.glob("checkpoint-*") if p not in done]
+    if (work / STAGING).exists():
+        removed.append(work / STAGING)
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+def finish_work_folder(work: Path, keep_every: int) -> None:
+    """At phase end the phase folder holds the weights: keep only the keep_every checkpoints
+    (whole: weights, tokenizer, optimizer and trainer state), drop the rest."""
+    clean_incomplete(work)
+    rotate_checkpoints(work, 0, keep_every)
+    for folder in (work, work.parent):  # <twin>/work/<phase>, then <twin>/work once nothing is kept
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 SAMPLE_KEY = "sample_index"
@@ -115,8 +226,9 @@ class SeededCollator:
     """Runs `collator` (MLM / MNTP masking draws from the global torch RNG) with that RNG seeded
     from the run's seed and the index of the batch's first sample, inside `fork_rng`.
 
-    The masks are then a function of the data alone, so a resumed phase sees exactly the masks of
-    an uninterrupted one. (The Trainer's own RNG checkpointing cannot give that: the dataloader
+    The masks are then a function of the data and the micro-batch size alone (not of the number
+    of processes), so a resumed phase sees exactly the masks of an uninterrupted one. (The
+    Trainer's own RNG checkpointing cannot give that: the dataloader
     collates batches ahead, and the Trainer restores the saved state only after collating the
     first resumed batches.) The global stream used by the model (dropout) is left untouched."""
 
@@ -129,12 +241,6 @@ class SeededCollator:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed % 2**31) * 2**32 + first)
             return self.collator(examples)
-
-
-def checkpoints(work: Path) -> list[Path]:
-    """Complete intermediate checkpoints of a phase, oldest first."""
-    found = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 @dataclass
@@ -191,20 +297,16 @@ def pretrain(
     bad = [t for t in twins if t not in TWINS]
     if bad or not twins:
         raise UserError(f"--twins: unknown twin {bad[0] if bad else ''!r}; valid: encoder, decoder")
+    state = process_state()
+    for phase in recipe.phases:  # the cluster-size arithmetic, before any work
+        split_batch(recipe, phase, state.num_processes)
+    check_batch_warmup(recipe, state.num_processes)
     # A missing, empty, column-less or (multi-process) unprepared source fails on every rank
     # before the output folder is touched.
     check_sources(recipe, Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "data")
     prepare_output(out, resume, overwrite)
     if resume:
         check_resume_recipe(recipe, out)
-    state = process_state()
-    world = state.num_processes
-    for phase in recipe.phases:
-        if recipe.batch_of(phase) % (recipe.training.micro_batch * world):
-            raise UserError(
-                f"phase {phase.name}: global batch {recipe.batch_of(phase)} is not divisible by "
-                f"micro_batch {recipe.training.micro_batch} x {world} processes"
-            )
     with state.main_process_first():
         out.mkdir(parents=True, exist_ok=True)
         if state.is_main_process and not resume:
@@ -228,35 +330,53 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseRe
     if twin == "encoder":
         config.sparse_prediction = recipe.training.sparse_mlm_head
     model = build_twin(twin, config, recipe.training.seed, recipe.training.attn_implementation)
-    results, step_offset = [], 0
+    results, step_offset, token_offset = [], 0, 0
     for phase in recipe.phases:
         phase_dir = twin_dir / "phases" / phase.name
-        steps = recipe.phase_steps(phase)
+        work = twin_dir / "work" / phase.name
+        train_store, heldout_store = stores[phase.name]
         if (phase_dir / DONE_FILE).exists():
             model = _load(twin, phase_dir, recipe)
-            results.append(PhaseResult(**json.loads((phase_dir / DONE_FILE).read_text())))
-            step_offset += steps
-            continue
-        set_global_rope_theta(model, phase.rope_theta)
-        train_store, heldout_store = stores[phase.name]
-        result = _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store, heldout_store,
-                            step_offset, callbacks)
-        baseline = unigram_baseline(train_store, heldout_store, len(tokenizer), tokenizer.all_special_ids,
-                                    heldout_tokens=recipe.training.heldout_tokens)
-        result.heldout["unigram_baseline"] = baseline
-        if state.is_main_process:
-            _save_atomic(model, tokenizer, twin, phase_dir, result)
-            # The phase is complete: its optimizer states are no longer needed for resume.
-            shutil.rmtree(twin_dir / "work" / phase.name, ignore_errors=True)
-        state.wait_for_everyone()
+            result = PhaseResult(**json.loads((phase_dir / DONE_FILE).read_text()))
+            if state.is_main_process:  # a kill between the phase's save and its clean-up
+                finish_work_folder(work, recipe.training.keep_every)
+        else:
+            set_global_rope_theta(model, phase.rope_theta)
+            result = _run_phase(recipe, out, twin, model, tokenizer, phase, recipe.phase_steps(phase), train_store,
+                                heldout_store, step_offset, callbacks, evaluate=False, token_offset=token_offset)
+            # The weights are saved first, so nothing after this line can lose the phase.
+            if state.is_main_process:
+                _save_atomic(model, tokenizer, twin, phase_dir, result)
+                finish_work_folder(work, recipe.training.keep_every)
+            state.wait_for_everyone()
+        if "loss" not in result.heldout:  # evaluated after the save (also when a resume finds it missing)
+            t = recipe.training
+            result.heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio,
+                                          token_budget=t.heldout_tokens, precision=t.precision,
+                                          document_masking=t.document_masking)
+            result.heldout["unigram_baseline"] = unigram_baseline(train_store, heldout_store, len(tokenizer),
+                                                                  tokenizer.all_special_ids,
+                                                                  heldout_tokens=t.heldout_tokens)
+            if state.is_main_process:
+                _write_json_atomic(phase_dir / DONE_FILE, result.__dict__)
+            state.wait_for_everyone()
+            if state.is_main_process:
+                print(f"{twin} {phase.name}: done ({result.steps} steps, held-out loss "
+                      f"{result.heldout.get('loss', float('nan')):.3f} vs unigram "
+                      f"{result.heldout['unigram_baseline']:.3f})", flush=True)
         results.append(result)
-        step_offset += steps
-        print(f"{twin} {phase.name}: done ({result.steps} steps, held-out loss "
-              f"{result.heldout.get('loss', float('nan')):.3f} vs unigram {baseline:.3f})", flush=True)
+        step_offset += result.steps
+        token_offset += result.tokens
     if state.is_main_process:
         _write_final(model, tokenizer, twin, twin_dir, recipe, results)
     state.wait_for_everyone()
     return results
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def _load(twin: str, path: Path, recipe: Recipe):
@@ -271,16 +391,24 @@ def _load(twin: str, path: Path, recipe: Recipe):
 def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer, phase: Phase, steps: int,
                         train_store: TokenStore, collator=None) -> PhaseTrainer:
     """The Trainer for one phase of one twin. `collator` defaults to the twin's objective (MLM or
-    CLM); conversions pass another one (e.g. MNTP) and reuse everything else."""
+    CLM); conversions pass another one (e.g. MNTP) and reuse everything else. `steps` must be the
+    phase's steps (`recipe.phase_steps`), or fewer to stop early."""
     t = recipe.training
     state = process_state()
-    batch = recipe.batch_of(phase)
-    dataset = phase_dataset(train_store, phase.seq_len, num_samples=steps * batch, seed=t.seed)
+    schedule = recipe.batch_schedule(phase)
+    split = split_batch(recipe, phase, state.num_processes)
+    steps = min(steps, schedule.steps)
+    # One call builds the phase's sample order; item i of it is sample i of the phase.
+    dataset = phase_dataset(train_store, phase.seq_len, num_samples=schedule.samples_through(steps), seed=t.seed)
+    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio, t.document_masking, t.attn_implementation)
+    collator = SeededCollator(collator, t.seed)
+    step_batches = StepBatches(IndexedDataset(dataset), schedule, split.micro_batch, collator,
+                               rank=state.process_index, processes=state.num_processes, steps=steps)
     args = TrainingArguments(
         output_dir=str(work),
         max_steps=steps,
-        per_device_train_batch_size=t.micro_batch,
-        gradient_accumulation_steps=batch // (t.micro_batch * state.num_processes),
+        per_device_train_batch_size=1,  # one item = this process's share of one optimizer step
+        gradient_accumulation_steps=1,  # accumulation happens inside PhaseTrainer.training_step
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
@@ -289,25 +417,22 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
         save_steps=t.save_every,
         seed=t.seed,
         data_seed=t.seed,
-        train_sampling_strategy="sequential",  # the order is fixed by BlockDataset, identical for both twins
+        activation_checkpointing=t.activation_checkpointing,  # recompute layers in backward
         bf16=t.precision == "bf16",
         report_to=t.report_to or "none",
         remove_unused_columns=False,
-        dataloader_drop_last=True,
         disable_tqdm=True,
         torch_compile=t.compile,
         dataloader_num_workers=t.dataloader_workers,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and state.num_processes > 1 else None,
     )
-    collator = collator or collator_for(twin, tokenizer, phase.mask_ratio, t.document_masking, t.attn_implementation)
     if t.document_masking:
         keep_documents_apart(model)
     attach_chunked_loss(model, t.loss_chunk)
     trainer = PhaseTrainer(
-        model=model, args=args, train_dataset=IndexedDataset(dataset),
-        data_collator=SeededCollator(collator, t.seed),
-        recipe=recipe, phase=phase, tokens_per_step=batch * phase.seq_len,
+        model=model, args=args, train_dataset=step_batches, data_collator=first_item,
+        recipe=recipe, phase=phase, schedule=schedule, twin=twin, tokenizer=tokenizer,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -315,34 +440,44 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
 
 
 def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
-               heldout_store: TokenStore, step_offset, callbacks, collator=None) -> PhaseResult:
+               heldout_store: TokenStore, step_offset, callbacks, collator=None, evaluate: bool = True,
+               token_offset: int | None = None) -> PhaseResult:
+    """Train one phase (resuming from its newest complete checkpoint); with `evaluate`, also
+    measure the held-out loss (pretraining does that after saving the phase instead)."""
     t = recipe.training
     state = process_state()
-    batch = recipe.batch_of(phase)
-    tokens_per_step = batch * phase.seq_len
     work = out / twin / "work" / phase.name
+    if state.is_main_process:
+        clean_incomplete(work)  # never resume from, or trip over, a half-written checkpoint
+    state.wait_for_everyone()
     trainer = build_phase_trainer(recipe, work, twin, model, tokenizer, phase, steps, train_store, collator)
+    schedule = trainer.schedule
     head_fraction = phase.mask_ratio if (twin == "encoder" and t.sparse_mlm_head) else 1.0
     flops = training_flops_per_token(recipe.model, model.config.vocab_size, phase.seq_len, head_fraction)
     metrics_path = out / "metrics.jsonl"
     done = checkpoints(work)
     resume_from = str(done[-1]) if done else None
+    start_step = step_of(done[-1]) if done else 0
     if state.is_main_process:  # log lines past the checkpoint (or all, without one) are re-done
-        drop_records_after(metrics_path, twin, phase.name, int(done[-1].name.split("-")[1]) if done else 0)
-    logger = StepLogger(metrics_path, twin, phase.name, tokens_per_step, flops,
-                        t.peak_tflops or default_peak_tflops(t.precision), state.num_processes, step_offset)
+        drop_records_after(metrics_path, twin, phase.name, start_step)
+    logger = StepLogger(metrics_path, twin, phase.name, schedule, flops,
+                        t.peak_tflops or default_peak_tflops(t.precision), state.num_processes, step_offset,
+                        token_offset if token_offset is not None else step_offset * recipe.batch_of(phase) * phase.seq_len)
     trainer.callback_handler.callbacks.insert(0, logger)
     for cb in callbacks:
         trainer.add_callback(cb)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
+    steps = trainer.args.max_steps
     heldout = heldout_loss(model, twin, tokenizer, heldout_store, phase.seq_len, phase.mask_ratio,
-                           token_budget=t.heldout_tokens, precision=t.precision, document_masking=t.document_masking)
+                           token_budget=t.heldout_tokens, precision=t.precision,
+                           document_masking=t.document_masking) if evaluate else {}
+    trained_tokens = schedule.tokens_through(steps) - schedule.tokens_through(start_step)
     return PhaseResult(
-        twin=twin, phase=phase.name, steps=steps, tokens=steps * tokens_per_step, seq_len=phase.seq_len,
-        global_batch=batch, train_loss=output.training_loss, heldout=heldout, seconds=round(seconds, 2),
-        tokens_per_second=round(output.metrics.get("train_samples_per_second", 0.0) * phase.seq_len, 1),
+        twin=twin, phase=phase.name, steps=steps, tokens=schedule.tokens_through(steps), seq_len=phase.seq_len,
+        global_batch=recipe.batch_of(phase), train_loss=output.training_loss, heldout=heldout,
+        seconds=round(seconds, 2), tokens_per_second=round(trained_tokens / max(seconds, 1e-9), 1),
     )
 
 
@@ -354,12 +489,23 @@ def _save_pretrained(model, tokenizer, twin: str, path: Path) -> None:
     model.save_pretrained(path)
     if sparse is not None:
         model.config.sparse_prediction = sparse
+    _complete_hf_folder(model, tokenizer, twin, path)
+
+
+def _complete_hf_folder(model, tokenizer, twin: str, path: Path) -> None:
+    """Next to saved weights: the twin's tokenizer, the decoder's generation settings, and the
+    sparse MLM head (a training-time option) switched off in config.json."""
     for_twin(tokenizer, twin).save_pretrained(path)
     if twin == "decoder":
         model.generation_config.bos_token_id = tokenizer.cls_token_id
         model.generation_config.eos_token_id = tokenizer.sep_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.save_pretrained(path)
+    config = path / "config.json"
+    data = json.loads(config.read_text())
+    if data.get("sparse_prediction"):
+        data["sparse_prediction"] = False
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _save_atomic(model, tokenizer, twin: str, phase_dir: Path, result: PhaseResult) -> None:
