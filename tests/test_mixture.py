@@ -115,11 +115,12 @@ def test_a_pretokenized_mixture_trains_and_its_first_lines_show_the_shares(micro
         model = build_twin(twin, build_config(twin, recipe.model, tokenizer), seed=0)
         trainer = build_phase_trainer(recipe, tmp_path / twin, twin, model, tokenizer, phase, 8, mixture)
         batches = []
-        for batch in trainer.get_train_dataloader():
-            ids = batch["input_ids"].clone()
-            if twin == "encoder":
-                ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
-            batches.append(ids)
+        for step in trainer.get_train_dataloader():  # one item per optimizer step: its micro-batches
+            for batch in step:
+                ids = batch["input_ids"].clone()
+                if twin == "encoder":
+                    ids = torch.where(batch["labels"] != IGNORE, batch["labels"], ids)
+                batches.append(ids)
         seen[twin] = torch.cat(batches)
     assert torch.equal(seen["encoder"], seen["decoder"])
     capsys.readouterr()
