@@ -137,3 +137,21 @@ def test_streams_of_different_id_widths_read_back_to_back(tmp_path):
     both = TokenStore.concat([TokenStore.open(tmp_path / "a"), TokenStore.open(tmp_path / "b")])
     assert both.dtype == np.uint32 and both.tokens[0:5].tolist() == [1, 2, 3, 70_000, 5]
     assert both.tokens[2:4].tolist() == [3, 70_000]
+
+
+def test_plan_prints_stream_shares_and_prepared_sizes(tmp_path):
+    import json
+
+    from twinlm.plan import data_plan_lines
+
+    for name, tokens in (("small", 1_600), ("big", 4_800)):
+        for part in ("train", "heldout"):
+            write_documents([np.full(tokens if part == "train" else 40, 7, np.uint16)], tmp_path / name / part, np.uint16)
+        (tmp_path / name / "prepare.json").write_text(json.dumps({"complete": True}))
+    streams = f"[{{source: {tmp_path / 'small'}, repeat: 2}}, {{source: {tmp_path / 'big'}}}]"
+    lines = data_plan_lines(load_recipe("micro", [f"phases.pretrain.streams={streams}"]))
+    small = next(line for line in lines if "small" in line)
+    assert "planned 40.00% / realized 39.84%" in small  # 102 of the phase's 256 blocks
+    assert "train 1 documents, 1,600 tokens; held-out 1 documents, 40 tokens" in small
+    unprepared = data_plan_lines(load_recipe("micro", ["phases.pretrain.streams=[{source: x}, {source: y, repeat: 3}]"]))
+    assert any("repeat 3 x its size (share known once every stream is prepared)" in line for line in unprepared)
