@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from twinlm.data.corpus import prepare_stores, prepare_tokenizer
 from twinlm.models import build_config, build_twin
 from twinlm.objectives import IGNORE
 from twinlm.recipe import load_recipe
-from twinlm.train.pretrain import build_phase_trainer, pretrain
+from twinlm.train.pretrain import STAGING, build_phase_trainer, checkpoints, pretrain
 
 TEST_DATA = Path(__file__).parent / "data"
 SAMPLE = "Nadia Greco was born in Recife, Brazil."
@@ -131,14 +132,29 @@ class _Crash(TrainerCallback):
 
 
 @pytest.mark.parametrize("twin", ["decoder", "encoder"])
-def test_resume_after_interruption_gives_the_same_weights(micro_run, tmp_path, twin):
+def test_resume_after_interruption_gives_the_same_weights(micro_run, tmp_path, twin, monkeypatch):
     # The encoder also checks that the resumed phase sees the same MLM masks (SeededCollator).
+    # The decoder is stopped inside the save of checkpoint-16, just before its rename: the staged,
+    # complete-looking folder must not be resumed from, and is cleaned.
     recipe = load_recipe("micro")
     out = tmp_path / "run"
+    if twin == "decoder":
+        real_replace = os.replace
+
+        def crash_on_rename(src, dst):
+            if Path(dst).name == "checkpoint-16" and Path(src).parent.name == STAGING:
+                raise KeyboardInterrupt("simulated crash inside a checkpoint save")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", crash_on_rename)
     with pytest.raises(KeyboardInterrupt):
-        # save_every=8 in micro: the crash at step 12 loses 4 steps, resume restarts from step 8.
-        pretrain(recipe, out, twins=[twin], callbacks=[_Crash("pretrain", 12)])
-    assert (out / twin / "work" / "pretrain" / "checkpoint-8").exists()
+        # save_every=8 in micro: the crash at step 12 (or in the save at 16) resumes from step 8.
+        pretrain(recipe, out, twins=[twin], callbacks=[_Crash("pretrain", 12)] if twin == "encoder" else [])
+    monkeypatch.undo()
+    work = out / twin / "work" / "pretrain"
+    assert [p.name for p in checkpoints(work)] == ["checkpoint-8"]
+    if twin == "decoder":
+        assert (work / STAGING / "checkpoint-16" / "model.safetensors").exists()
     assert not (out / twin / "phases" / "pretrain").exists()
     pretrain(recipe, out, twins=[twin], resume=True)
     resumed = load_file(out / twin / "model.safetensors")
@@ -149,6 +165,7 @@ def test_resume_after_interruption_gives_the_same_weights(micro_run, tmp_path, t
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["phase"] == "pretrain"]
     assert steps == sorted(set(steps)), "no duplicate log lines after resume"
+    assert not list(out.rglob(STAGING)), "the half-written checkpoint was cleaned"
 
 
 def test_mds_shards_and_a_reused_tokenizer_feed_pretraining(micro_run, tmp_path):

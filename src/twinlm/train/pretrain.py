@@ -97,7 +97,7 @@ class PhaseTrainer(Trainer):
         a = self.args
         return torch.utils.data.DataLoader(
             self.train_dataset, batch_size=1, shuffle=False, collate_fn=first_item,
-            num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
+            num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=a.dataloader_persistent_workers and a.dataloader_num_workers > 0,
             prefetch_factor=a.dataloader_prefetch_factor if a.dataloader_num_workers > 0 else None,
         )
