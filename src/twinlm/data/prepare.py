@@ -402,6 +402,8 @@ def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]
         meta = read_meta(part)
         if meta is None:
             raise UserError(f"{part} is not a twinlm prepared folder (no {META})")
+        if meta.get("complete") or not meta.get("shard"):
+            raise UserError(f"{part} is a complete prepared folder, not a part of a --shard i/n prepare")
         metas.append(meta)
     first = metas[0]
     n = first["shard"][1]
