@@ -150,6 +150,8 @@ def test_shards_roll_over_and_merge_equals_one_machine(tmp_path, tok):
     assert is_prepared(tmp_path / "merged")
     with pytest.raises(UserError, match="already exists"):
         merge(parts, tmp_path / "merged")
+    with pytest.raises(UserError, match="is a complete prepared folder, not a part"):
+        merge([tmp_path / "whole"], tmp_path / "again")
 
 
 def test_heldout_never_takes_a_small_corpus(tmp_path, tok):

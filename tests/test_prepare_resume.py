@@ -69,8 +69,10 @@ def test_sigkill_mid_prepare_then_resume(tmp_path, capsys):
     kept = {f.stat().st_ino for f in (out / ".units").glob("u*/shard-*.bin")
             if (progress / f"unit-{f.parent.name[1:]}.json").exists()}
 
-    assert main(args) == 0  # resume
-    resumed = re.search(r"resuming .*: (\d+) of (\d+) units already done", capsys.readouterr().err)
+    code = main(args)  # resume
+    err = capsys.readouterr().err
+    assert code == 0, err
+    resumed = re.search(r"resuming .*: (\d+) of (\d+) units already done", err)
     assert resumed and len(done) <= int(resumed[1]) < total == int(resumed[2])
     assert is_prepared(out)
     # The units finished before the kill were moved into the store, not tokenized again.

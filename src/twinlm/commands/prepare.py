@@ -74,7 +74,11 @@ def run(args) -> int:
     # Warnings (a large held-out share, skipped files) come at the end: one line each, no source line.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        code = _run(args)
+        try:
+            code = _run(args)
+        except KeyboardInterrupt:  # finished units are recorded: the same command continues
+            print("twinlm prepare: interrupted; run the same command again to continue", file=sys.stderr)
+            return 130
     for w in caught:
         print(f"twinlm prepare: warning: {w.message}", file=sys.stderr)
     return code

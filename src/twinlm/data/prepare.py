@@ -257,6 +257,9 @@ class _Lock:
             self._fh.close()
             raise UserError(f"another twinlm prepare is writing {out}; wait for it or choose another --out") from None
 
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
     def release(self) -> None:
         self._fh.close()
 
@@ -304,7 +307,7 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         if done:
             print(f"resuming {out}: {len(done)} of {len(mine)} units already done", file=sys.stderr)
         dtype = id_dtype(len(tok)).name
-        _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress)
+        _run_units(out, plan, pending, dtype, workers or os.cpu_count() or 1, progress, lock.fileno())
         summary = Summary(out=out, units=len(mine), units_done_now=len(pending), part=shard)
         if n == 1:
             finalize(*_unit_records([out]), [out], out, move=True, summary=summary)
@@ -319,7 +322,8 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
         lock.release()
 
 
-def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: int, progress: bool) -> None:
+def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: int, progress: bool,
+               lock_fd: int) -> None:
     import multiprocessing as mp
 
     if not pending:
@@ -340,7 +344,7 @@ def _run_units(out: Path, plan: _Plan, pending: list[int], dtype: str, workers: 
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Array("q", 2)  # [source bytes read, tokens written], added to by the workers
-        with ctx.Pool(workers, worker_init, (str(out / "tokenizer"), counter, os.getpid())) as pool:
+        with ctx.Pool(workers, worker_init, (str(out / "tokenizer"), counter, os.getpid(), lock_fd)) as pool:
             results = pool.imap_unordered(run_unit_task, tasks)
             remaining = len(tasks)
             while remaining:
@@ -398,6 +402,8 @@ def _unit_records(parts: list[Path]) -> tuple[dict, dict[int, tuple[Path, dict]]
         meta = read_meta(part)
         if meta is None:
             raise UserError(f"{part} is not a twinlm prepared folder (no {META})")
+        if meta.get("complete") or not meta.get("shard"):
+            raise UserError(f"{part} is a complete prepared folder, not a part of a --shard i/n prepare")
         metas.append(meta)
     first = metas[0]
     n = first["shard"][1]

@@ -100,8 +100,14 @@ class RollingShards:
 _WORKER: dict[str, Any] = {}
 
 
-def worker_init(tokenizer_path: str, counter, parent: int) -> None:
+def worker_init(tokenizer_path: str, counter, parent: int, lock_fd: int | None = None) -> None:
     import threading
+
+    if lock_fd is not None:  # a forked copy of the parent's lock: the lock must die with the parent
+        try:
+            os.close(lock_fd)
+        except OSError:
+            pass  # not inherited (spawn)
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers decides the cores
     quiet_libraries()
