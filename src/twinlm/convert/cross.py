@@ -119,7 +119,7 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     started with); on a finished conversion it does nothing and returns the metadata. Without
     `resume` or `overwrite` an existing, non-empty `out` is refused."""
     from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
-    from twinlm.data.corpus import prepare_stores
+    from twinlm.data.corpus import phase_data
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.models import count_parameters, set_global_rope_theta
     from twinlm.train.pretrain import RECIPE_FILE, _run_phase, check_resume_recipe, prepare_output
@@ -162,7 +162,8 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
         (out / SOURCE_FILE).write_text(json.dumps(identity, indent=1))
         rec.dump(out / RECIPE_FILE)
     cache = out / "data"
-    train_store, heldout_store = prepare_stores(rec, tokenizer, cache, phase.source or rec.data.source)
+    # The phase's streams (a mixture where the recipe lists several), as pretraining reads them.
+    train_store, heldout_store = phase_data(rec, tokenizer, cache)[phase.name]
     collator = _collator(objective, tokenizer, model, phase)
     result = _run_phase(rec, out, target, model, tokenizer, phase, rec.phase_steps(phase), train_store,
                         heldout_store, 0, callbacks, collator=collator)
