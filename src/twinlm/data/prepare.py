@@ -150,6 +150,8 @@ def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece
 def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
     """Resolve and cut the source (cheap: no text is tokenized); UserError on bad input."""
     settings.check()
+    if read_meta(Path(source)) is not None:
+        raise UserError(f"{source} is a twinlm prepared folder already; train on it with --set data.source={source}")
     kind = _classify(source, settings)
     if kind == "tokens":
         pieces = _token_streams(source, settings)
