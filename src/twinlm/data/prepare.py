@@ -251,6 +251,8 @@ class _Lock:
     """An exclusive lock on `out` for the life of the prepare (released by the OS if killed)."""
 
     def __init__(self, out: Path):
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
         self._fh = open(out / LOCK, "w")
         try:
