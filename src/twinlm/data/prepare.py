@@ -450,7 +450,7 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         if not p.is_dir():
             raise UserError(f"no such part folder: {p}")
     _unit_records(parts)  # every check before anything is written
-    if out.exists() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
+    if out.is_dir() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     lock = _Lock(out)
     try:
