@@ -194,6 +194,8 @@ def test_errors_before_work_and_no_overwrite(tmp_path, tok, tok_path, capsys):
     before = (tmp_path / "o" / "train" / "index.json").read_text()
     assert main(args) == 2
     assert "already holds a complete prepared corpus; pass --overwrite" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path / "o"), "--tokenizer", str(tok_path), "--out", str(tmp_path / "o2")]) == 2
+    assert "is a twinlm prepared folder already" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--heldout-share", "0.3"]) == 0
     assert (tmp_path / "o" / "train" / "index.json").read_text() != before
     assert "prepared" in capsys.readouterr().out

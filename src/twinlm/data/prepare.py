@@ -150,6 +150,8 @@ def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece
 def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
     """Resolve and cut the source (cheap: no text is tokenized); UserError on bad input."""
     settings.check()
+    if read_meta(Path(source)) is not None:
+        raise UserError(f"{source} is a twinlm prepared folder already; train on it with --set data.source={source}")
     kind = _classify(source, settings)
     if kind == "tokens":
         pieces = _token_streams(source, settings)
@@ -249,6 +251,8 @@ class _Lock:
     """An exclusive lock on `out` for the life of the prepare (released by the OS if killed)."""
 
     def __init__(self, out: Path):
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
         self._fh = open(out / LOCK, "w")
         try:
@@ -446,7 +450,7 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         if not p.is_dir():
             raise UserError(f"no such part folder: {p}")
     _unit_records(parts)  # every check before anything is written
-    if out.exists() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
+    if out.is_dir() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     lock = _Lock(out)
     try:
