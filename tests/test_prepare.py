@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from twinlm.cli import main
-from twinlm.data.prepare import PrepareSettings, is_prepared, merge, parse_shard, prepare
+from twinlm.data.corpus import is_prepared
+from twinlm.data.prepare import PrepareSettings, merge, parse_shard, prepare
 from twinlm.data.sources import iter_texts, read_piece, source_pieces
 from twinlm.data.store import TokenStore
 from twinlm.data.tokenizer import document_ids, load_tokenizer, train_tokenizer

@@ -17,7 +17,7 @@ import numpy as np
 import twinlm
 from test_prepare import WORDS, flat
 from twinlm.cli import main
-from twinlm.data.prepare import is_prepared
+from twinlm.data.corpus import is_prepared
 from twinlm.data.tokenizer import train_tokenizer
 
 

@@ -125,8 +125,11 @@ def prepare_tokenizer(recipe: Recipe, out: Path):
     if (path / "tokenizer.json").exists():
         return load_tokenizer(str(path))
     cfg = recipe.tokenizer
+    first = recipe.streams_of(recipe.phases[0])[0].source
     if cfg.name_or_path:
         tok = load_tokenizer(cfg.name_or_path)
+    elif first is not None and is_prepared(first) and (Path(first) / "tokenizer" / "tokenizer.json").exists():
+        tok = load_tokenizer(str(Path(first) / "tokenizer"))  # the one `twinlm prepare` trained for it
     else:
         source = _text_source_for_tokenizer(recipe)
         texts, _ = split_texts(recipe, source)
@@ -216,6 +219,10 @@ def open_prepared(source: str | Path, tokenizer, tokenizer_name: str = "the reci
         if theirs is not None and mine is not None and int(theirs) != int(mine):
             raise UserError(f"prepared folder {path} was made with {tok_meta.get('name_or_path', 'another tokenizer')} "
                             f"({key} {theirs}); {tokenizer_name} has {mine}; use that tokenizer or prepare again")
+    own = path / "tokenizer"
+    if (own / "tokenizer.json").exists() and load_tokenizer(str(own)).get_vocab() != tokenizer.get_vocab():
+        raise UserError(f"prepared folder {path} was tokenized with its own trained tokenizer ({own}); "
+                        f"{tokenizer_name} has another vocabulary: set tokenizer.name_or_path={own} or prepare again")
     for name, store in (("train", train), ("heldout", heldout)):
         for i, shard in enumerate(store.shards):
             top = shard.get("max_token_id")

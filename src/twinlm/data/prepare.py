@@ -196,12 +196,6 @@ def read_meta(folder: Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
-def is_prepared(folder: str | Path) -> bool:
-    """True for a complete prepared folder (what `twinlm pretrain` may read as is)."""
-    meta = read_meta(Path(folder))
-    return bool(meta and meta.get("complete"))
-
-
 def _differences(old: dict, new: dict) -> list[str]:
     """What makes an unfinished prepare in --out a different job than the one asked for now."""
     out = []
