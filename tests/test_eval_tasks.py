@@ -45,7 +45,7 @@ def test_retrieval_on_a_beir_folder(micro_run, micro_world, tmp_path):
     loaded = read_beir(beir)
     assert loaded["qrels"] == coll["qrels"] and len(loaded["corpus"]) == 24 == len(loaded["queries"])
     task = RetrievalTask(loaded, retrieval_pairs(micro_world, micro_world.people[24:]), 64)
-    model = task.finetune(str(micro_run / "encoder"), "encoder", seed=0, lr=1e-3, steps=4, batch_size=16)
+    model = task.finetune(str(micro_run / "encoder"), "encoder", seed=0, lr=1e-3, steps=8, batch_size=16)
     assert task.last_loss[-1] < task.last_loss[0]
     metrics = task.evaluate(model)
     assert metrics["recall@100"] == 1.0  # 24 documents: every one is in the top 100
