@@ -68,12 +68,18 @@ def read_beir(folder: str | Path) -> dict:
     return {"corpus": corpus, "queries": {q: queries[q] for q in qrels}, "qrels": qrels, "train_pairs": train_pairs}
 
 
-def embedding_model(path: str, architecture: str, max_length: int, pooling: str = "mean"):
+def embedding_model(path: str, architecture: str, max_length: int, pooling: str = "auto"):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
+    from twinlm.evaluate.config import encoder_pooling
+
+    if pooling == "auto" and architecture == "encoder" and (Path(path) / "modules.json").is_file():
+        model = SentenceTransformer(path)  # a sentence-transformers folder keeps its own pooling
+        model.max_seq_length = max_length
+        return model
     body = Transformer(path, max_seq_length=max_length)
-    mode = "lasttoken" if architecture == "decoder" else pooling
+    mode = "lasttoken" if architecture == "decoder" else encoder_pooling(pooling, path)
     return SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), pooling_mode=mode)])
 
 
@@ -81,13 +87,19 @@ class RetrievalTask:
     name = "retrieval"
     finetunes = True
 
-    def __init__(self, collection: dict, train_pairs: list[dict], max_length: int = 128, pooling: str = "mean"):
+    def __init__(self, collection: dict, train_pairs: list[dict], max_length: int = 128, pooling: str = "auto"):
         if not train_pairs:
             raise UserError("retrieval needs training pairs (qrels/train.tsv in a BEIR folder)")
         self.collection, self.train_pairs, self.max_length, self.pooling = collection, train_pairs, max_length, pooling
 
     def primary(self, architecture: str) -> str:
         return "ndcg@10"
+
+    def trivial_loss(self, batch_size: int) -> float:
+        """The in-batch contrastive loss of an embedder that learned nothing: ln(batch) (convergence.py)."""
+        from twinlm.evaluate.convergence import in_batch_trivial
+
+        return in_batch_trivial(batch_size)
 
     @torch.no_grad()
     def evaluate(self, model, tokenizer=None, architecture: str = "", seed: int = 0) -> dict[str, float]:
