@@ -158,20 +158,19 @@ def task_size(task) -> int | None:
 class Progress:
     """One line per finished run with the evaluation's ETA, in place of the libraries' bars.
 
-    The ETA prices what is left by what the same task took so far (seconds per fine-tuning step,
-    or per zero-shot task), else by the mean rate of the tasks of the same kind seen so far; `plan`
-    lists every run to come as (task, units: steps for a fine-tuning run, 1 for a zero-shot task)."""
+    `plan` lists every run to come as (task, steps; 1 for a zero-shot task). A run left is priced
+    at what the same task's runs took so far, else at the mean run of the same kind (fine-tuned or
+    zero-shot) seen so far, scaled by its steps."""
 
     def __init__(self, log=print, plan: list[tuple[str, int]] | None = None):
         self.log, self.left = log, list(plan or [])
         self.total = len(self.left)
-        self.rate: dict[str, list[float]] = {}
+        self.seconds: dict[str, list[tuple[int, float]]] = {}
         self.count = 0
-        self.started = time.perf_counter()
 
     def done(self, task: str, units: int, seconds: float, message: str) -> None:
         self.count += 1
-        self.rate.setdefault(task, []).append(seconds / max(units, 1))
+        self.seconds.setdefault(task, []).append((units, seconds))
         if (task, units) in self.left:
             self.left.remove((task, units))
         where = f"{self.count}/{self.total}" if self.total else f"{self.count}"
@@ -180,13 +179,16 @@ class Progress:
     def eta(self) -> str:
         if not self.left:
             return ", done" if self.total else ""
-        left, unknown = 0.0, False
+        left, guessed, unknown = 0.0, False, False
         for task, units in self.left:
-            seen = self.rate.get(task) or [r for t, rates in self.rate.items() if (t in FINETUNED) == (task in FINETUNED)
-                                           for r in rates]
-            left += units * sum(seen) / len(seen) if seen else 0.0
+            seen = self.seconds.get(task)
+            if not seen:  # extrapolated from another task: marked "~"
+                seen = [r for t, runs in self.seconds.items() if (t in FINETUNED) == (task in FINETUNED) for r in runs]
+                guessed = True
+            if seen:
+                left += units * sum(s for _, s in seen) / sum(u for u, _ in seen)
             unknown = unknown or not seen
-        return f", ETA {'> ' if unknown else ''}{format_seconds(left)}"
+        return f", ETA {'> ' if unknown else '~' if guessed else ''}{format_seconds(left)}"
 
 
 def format_seconds(seconds: float) -> str:
