@@ -12,8 +12,11 @@ sentence-transformers model: nDCG@10, MRR@10, Recall@100), choice (log-likelihoo
 decoders also free-generation exact match) and bias (WinoGender-style pronoun choice). MODEL is a
 twinlm run folder (both twins), a model folder, or a hub id. Task data defaults to the built-in
 world of the model's recipe. Every fine-tuned task uses the same budget and learning-rate grid for
-every model, with --seeds seeds each. Writes DIR/results.json (every metric, every seed, mean and
-std) and prints a table."""
+every model, with --seeds seeds each; every run records whether it converged (final training loss
+below 0.75 x the trivial predictor's: ln(classes) with the class prior, ln(batch) in-batch), and a
+score from a run that did not is marked and wins nothing. A model without a twinlm recipe runs only
+the tasks named by --tasks and the --lm-eval/--mteb benchmarks. Writes DIR/results.json (every
+metric, every seed, mean and std) and prints a table."""
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:

@@ -295,7 +295,8 @@ def _settings_lines(results: dict) -> list[str]:
         "are marked (not converged), greyed in the HTML report, and no winner is declared from them (inconclusive).",
         f"Encoder pooling: {cfg.get('pooling')} (auto: sentence-transformers' default, mean unless the model says "
         "otherwise) for classification and retrieval; decoders use the last token. Retrieval loss: "
-        "CachedMultipleNegativesRankingLoss, scale 20.",
+        "CachedMultipleNegativesRankingLoss, scale 20 (its uncached form, the same loss, when a batch fits one "
+        "mini-batch of 32).",
         "Zero-shot tasks (intrinsic, choice, bias) are deterministic and run once; their spread is the binomial "
         "standard error over their items. Bias winner: the higher share of neutral pronouns. Intrinsic metrics "
         "differ between the objectives, so no winner is declared there.",

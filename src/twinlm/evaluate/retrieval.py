@@ -117,7 +117,10 @@ class RetrievalTask:
     def finetune(self, path: str, architecture: str, seed: int, lr: float, steps: int, batch_size: int):
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
         from transformers import PrinterCallback, set_seed
 
         set_seed(seed)
@@ -127,7 +130,10 @@ class RetrievalTask:
         # Only as many pairs as the budget consumes, so every model sees the same ones per seed.
         take = rng.permutation(len(pairs))[: steps * batch_size]
         data = Dataset.from_list([pairs[i % len(pairs)] for i in take])
-        loss = CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=min(32, batch_size))
+        if batch_size <= 32:  # one mini-batch: the cache would only add a second forward pass
+            loss = MultipleNegativesRankingLoss(model, scale=20.0)
+        else:
+            loss = CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=32)
         with tempfile.TemporaryDirectory() as tmp:
             args = SentenceTransformerTrainingArguments(
                 output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
