@@ -77,7 +77,8 @@ def test_cross_objective_models_and_benchmarks_get_their_own_lines():
                 intrinsic=task("perplexity", [15.0], finetuned=False))
     enc["benchmarks"] = {"lm_eval": {"sciq": {"acc": 0.50, "acc_norm": 0.52, "n": 1000}},
                          "mteb": {"SciFact": {"ndcg_at_10": 0.40}}}
-    dec["benchmarks"] = {"lm_eval": {"sciq": {"acc": 0.70, "acc_norm": 0.71, "n": 1000}},
+    dec["benchmarks"] = {"lm_eval": {"sciq": {"acc": 0.70, "acc_stderr": 0.0145, "acc_norm": 0.71, "n": 1000,
+                                              "harness": "lm-eval 0.4.13"}},
                          "mteb": {"SciFact": {"ndcg_at_10": 0.30}}}
     v = verdicts(results(enc, dec, d2e, e2d))
     # The native twins are compared; the converted models do not stand in for them.
@@ -90,6 +91,8 @@ def test_cross_objective_models_and_benchmarks_get_their_own_lines():
     assert "classification: native inconclusive (the gap is within the spread)" in e2d_line["detail"]
     assert v["Decoders win generation (lm_eval/sciq)"]["verdict"] == "reproduced"
     assert v["Decoders win generation (lm_eval/sciq)"]["gap"] == "+0.200"
+    # The harness's own stderr for the decoder, the binomial one over n for the encoder (no stderr given).
+    assert v["Decoders win generation (lm_eval/sciq)"]["spread"].startswith(f"±{0.0145 + (0.25 / 1000) ** 0.5:.3f}")
     # One MTEB run, no spread: decided on the gap, and said so.
     mteb = v["Encoders win retrieval (mteb/SciFact)"]
     assert mteb["verdict"] == "reproduced" and "one run" in mteb["spread"]

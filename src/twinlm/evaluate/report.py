@@ -113,7 +113,8 @@ def entries(model: dict) -> dict[str, dict]:
         primary = next((k for k in BENCHMARK_PRIMARY if k in b["metrics"]), next(iter(b["metrics"]), None))
         if primary is not None:
             out[f"{group}/{task}"] = {"primary": primary, "summary": b["metrics"][primary], "converged": b["converged"],
-                                      "n": b["n"], "finetuned": group == "mteb", "budget": None, "best_lr": None}
+                                      "n": b["n"], "finetuned": group == "mteb", "budget": None, "best_lr": None,
+                                      "stderr": b["stderr"].get(primary)}
     return out
 
 
@@ -123,6 +124,8 @@ def spread(entry: dict) -> tuple[float, str]:
     s, metric, n = entry["summary"], entry["primary"], entry.get("n")
     if len(s.get("seeds", [])) > 1:
         return float(s["std"]), f"std over {len(s['seeds'])} seeds"
+    if entry.get("stderr") is not None:
+        return entry["stderr"], "the harness's standard error"
     if n and (metric in PROPORTIONS or metric in PERCENTAGES):
         scale = 100.0 if metric in PERCENTAGES else 1.0
         p = min(max(s["mean"] / scale, 0.0), 1.0)

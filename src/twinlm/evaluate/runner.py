@@ -7,6 +7,7 @@ Zero-shot tasks are deterministic and run once."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -215,16 +216,20 @@ def benchmarks_of(model: dict) -> dict[tuple[str, str], dict]:
         for task, scores in entries.items():
             if not isinstance(scores, dict):
                 continue
-            metrics = {}
+            metrics, stderr = {}, {}
             for metric, v in scores.items():
-                if metric in BENCHMARK_INFO or isinstance(v, bool):
+                if metric in BENCHMARK_INFO or isinstance(v, bool) or metric.endswith("_stderr"):
                     continue
                 if isinstance(v, (int, float)):
                     metrics[metric] = summarise([float(v)])
                 elif isinstance(v, dict) and "mean" in v:
                     metrics[metric] = v
+                err = scores.get(f"{metric}_stderr")  # lm-evaluation-harness reports one per metric
+                if isinstance(err, (int, float)) and not isinstance(err, bool) and math.isfinite(err):
+                    stderr[metric] = float(err)
             n = scores.get("n", scores.get("items"))
-            out[(group.replace("-", "_"), task)] = {"metrics": metrics, "n": n if isinstance(n, int) else None,
+            out[(group.replace("-", "_"), task)] = {"metrics": metrics, "stderr": stderr,
+                                                    "n": n if isinstance(n, int) else None,
                                                     "converged": scores.get("converged")}
     return out
 
