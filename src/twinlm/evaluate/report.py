@@ -390,7 +390,8 @@ def render_html(markdown_text: str, images: dict[str, str]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%;display:block;margin:1em 0}"
              "pre{background:#f5f5f5;padding:1em;overflow:auto}td.nc{color:#999;background:#eee}"
-             "td.yes{background:#e3f4e3}td.no{background:#f9e0e0}td.unsure{background:#f4f0dc}")
+             "td.yes{background:#e3f4e3}td.no{background:#f9e0e0}td.unsure{background:#f4f0dc}"
+             "td:first-child,th:first-child{text-align:left}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>twinlm comparison</title><style>{style}</style>"
             f"{script}</head><body>" + "\n".join(body) + "</body></html>\n")
 
