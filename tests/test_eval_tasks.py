@@ -92,3 +92,30 @@ def test_eval_of_a_run_with_one_twin_reports_the_missing_one(micro_run, tmp_path
     assert {"accuracy", "accuracy_norm", "exact_match"} <= set(choice)
     printed = capsys.readouterr().out
     assert "choice/accuracy" in printed and "missing (not evaluated): half/encoder" in printed
+
+
+def test_a_model_without_a_twinlm_recipe_runs_only_what_is_named(micro_run, tmp_path, capsys):
+    foreign = tmp_path / "foreign"  # a model trained elsewhere: no twinlm.yaml, no world
+    shutil.copytree(micro_run / "encoder", foreign, ignore=shutil.ignore_patterns("phases", "work", "twinlm.yaml"))
+    assert main(["eval", str(foreign), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no twinlm recipe" in err and "--lm-eval" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+    assert main(["eval", str(foreign), "--tasks", "bias", "--out", str(tmp_path / "b")]) == 0
+    assert set(json.loads((tmp_path / "b" / "results.json").read_text())["models"]["foreign"]["tasks"]) == {"bias"}
+
+    docs = [{"question": f"Q{i}?", "options": ["yes", "no"], "gold": i % 2} for i in range(4)]
+    (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "tiny.yaml").write_text(
+        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: tiny.jsonl\n"
+        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{options}}\"\ndoc_to_target: gold\n")
+    capsys.readouterr()
+    assert main(["eval", str(foreign), "--lm-eval", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    model = json.loads((tmp_path / "c" / "results.json").read_text())["models"]["foreign"]
+    assert model["tasks"] == {} and model["benchmarks"]  # the world's tasks were not run
+    assert "evaluating foreign (encoder) on" not in printed and "no twinlm recipe" in printed
+    table = printed.split("metric", 1)[1]
+    assert "tiny_mc" in table and "/acc" in table  # the benchmark is in the printed table

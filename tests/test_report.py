@@ -19,7 +19,7 @@ def fake_results(run) -> dict:
         out = {"primary": primary, "finetuned": finetuned, "metrics": {primary: summarise(values)}}
         return {**out, "best_lr": 1e-3} if finetuned else out
 
-    return {
+    res = {
         "settings": {"steps": 10, "batch_size": 8, "max_length": 64, "seeds": 3, "lrs": [1e-3], "pooling": "mean"},
         "missing": ["other/decoder"],
         "table": "metric ...",
@@ -30,10 +30,16 @@ def fake_results(run) -> dict:
                 "intrinsic": task("masked_accuracy", [0.4], finetuned=False)}},
             "run/decoder": {"name": "run/decoder", "architecture": "decoder", "path": "y", "run": str(run), "tasks": {
                 "classification": task("accuracy", [0.70, 0.71, 0.72]),
-                "retrieval": task("ndcg@10", [0.50, 0.52, 0.48]),
+                "retrieval": {**task("ndcg@10", [0.50, 0.52, 0.48]), "converged": False},
                 "intrinsic": task("perplexity", [30.0], finetuned=False)}},
         },
     }
+    # Benchmark results as `twinlm eval --lm-eval/--mteb` writes them.
+    res["models"]["run/encoder"]["benchmarks"] = {"lm_eval": {"sciq": {"acc": 0.41, "acc_norm": 0.43, "n": 1000}},
+                                                  "mteb": {"SciFact": {"ndcg_at_10": 0.612}}}
+    res["models"]["run/decoder"]["benchmarks"] = {"lm_eval": {"sciq": {"acc": 0.57, "acc_norm": 0.55, "n": 1000}},
+                                                  "mteb": {"SciFact": {"ndcg_at_10": 0.498}}}
+    return res
 
 
 @pytest.fixture
@@ -52,10 +58,16 @@ def test_winners_gaps_and_missing_models_in_the_markdown(report, tmp_path):
     rows = {r["task"]: r for r in comparison_rows(fake_results(tmp_path / "run"))}
     assert rows["classification"]["winner"] == "encoder" and rows["classification"]["gap"] == pytest.approx(0.11)
     assert rows["classification"]["clear"] is True
-    assert rows["retrieval"]["clear"] is False  # 0.000 apart: inside the seeds' spread
+    assert rows["retrieval"]["winner"] == "inconclusive"  # the decoder's fine-tuning never left the plateau
     assert rows["intrinsic"]["winner"] is None  # MLM accuracy vs perplexity: no winner
+    assert rows["lm_eval/sciq"]["winner"] == "decoder" and rows["lm_eval/sciq"]["gap"] == pytest.approx(0.16)
+    assert rows["mteb/SciFact"]["winner"] == "encoder"
     md = report[0]["markdown"].read_text()
     assert "**0.820 ± 0.020** ★" in md and "other/decoder" in md and "10 steps, batch 8" in md
+    assert "0.500 ± 0.020 (not converged)" in md and "| Encoders win retrieval | **inconclusive** |" in md
+    assert "| Decoders win generation (lm_eval/sciq) | **reproduced** |" in md
+    assert "| Encoders win retrieval (mteb/SciFact) | **reproduced** |" in md
+    assert "| lm_eval/sciq | acc | 0.410 ± 0.000 | **0.570 ± 0.000** ★ | decoder | 0.160 |" in md
     assert {p.name for p in report[1].glob("*.png")} == {"curves.png", "classification.png", "retrieval.png", "intrinsic.png"}
 
 
@@ -92,3 +104,5 @@ def test_report_html_opens_in_headless_chromium(report, tmp_path):
     dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", html_path.as_uri()],
                          check=True, capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-ok="true"' in dom and 'data-images="4"' in dom, dom[:300]
+    assert '<td class="nc">0.500 ± 0.020 (not converged)</td>' in dom  # greyed
+    assert '<td class="yes"><b>reproduced</b></td>' in dom and "lm_eval/sciq" in dom

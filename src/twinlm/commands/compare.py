@@ -11,7 +11,11 @@ ids, or results.json files / folders from earlier `twinlm eval` or `compare` run
 re-run). Evaluates what has not been evaluated yet with the same settings as `twinlm eval`, then
 writes DIR/results.json, DIR/report.md (+ PNG charts) and a self-contained DIR/report.html: the
 pretraining loss curves of each run (metrics.jsonl), one bar chart per task with error bars over
-seeds, and the encoder-vs-decoder table with each task's winner and the size of the gap."""
+seeds, the encoder-vs-decoder table with each task's winner and the size of the gap, and one line
+per Ettin finding (encoders win classification and retrieval, decoders win generation,
+cross-objective models trail native ones, encoders choose the neutral pronoun more often):
+reproduced, not reproduced, or inconclusive (a fine-tuning run that did not converge, or a gap
+within the seeds' spread)."""
 
 
 def register(sub) -> None:
@@ -28,7 +32,7 @@ def run(args) -> int:
 
 
 def compare(inputs: list[str], cfg, out, overwrite: bool) -> dict:
-    from twinlm.evaluate.report import write_report
+    from twinlm.evaluate.report import findings, write_report
     from twinlm.evaluate.runner import write_json
     from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
 
@@ -42,5 +46,9 @@ def compare(inputs: list[str], cfg, out, overwrite: bool) -> dict:
     print("\n" + results["table"])
     if results["missing"]:
         print(f"missing (not evaluated): {', '.join(results['missing'])}")
+    print("\nEttin's findings:")
+    for f in findings(results):
+        gap = f" gap {f['gap']} {f['spread']}" if f["gap"] else ""
+        print(f"  {f['verdict']:15s} {f['finding']}:{gap} {f['detail']}")
     print(f"\nreport: {(out / 'report.html').resolve()}")
     return results

@@ -12,22 +12,29 @@ sentence-transformers model: nDCG@10, MRR@10, Recall@100), choice (log-likelihoo
 decoders also free-generation exact match) and bias (WinoGender-style pronoun choice). MODEL is a
 twinlm run folder (both twins), a model folder, or a hub id. Task data defaults to the built-in
 world of the model's recipe. Every fine-tuned task uses the same budget and learning-rate grid for
-every model, with --seeds seeds each. Writes DIR/results.json (every metric, every seed, mean and
-std) and prints a table."""
+every model, with --seeds seeds each; every run records whether it converged (final training loss
+below 0.75 x the trivial predictor's: ln(classes) with the class prior, ln(batch) in-batch), and a
+score from a run that did not is marked and wins nothing. A model without a twinlm recipe runs only
+the tasks named by --tasks and the --lm-eval/--mteb benchmarks. Writes DIR/results.json (every
+metric, every seed, mean and std) and prints a table."""
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     from twinlm.evaluate.config import TASK_NAMES
 
-    p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; with --lm-eval "
-                   "or --mteb on a model without a twinlm recipe: none, only those benchmarks)")
+    p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; a "
+                   "model without a twinlm recipe runs only the tasks named here and the --lm-eval/--mteb benchmarks)")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per learning rate (default: 3)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3)")
     p.add_argument("--steps", type=int, default=150, help="fine-tuning steps per run (default: 150)")
+    p.add_argument("--task-steps", help="per-task steps overriding --steps, e.g. retrieval=150,classification=60")
+    p.add_argument("--task-lrs", help="per-task learning-rate grids overriding --lrs, e.g. retrieval=1e-3/3e-4")
     p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default: 32)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per fine-tuning input (default: 128)")
     p.add_argument("--max-items", type=int, default=400, help="cap on multiple-choice items and held-out texts (default: 400)")
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="encoder pooling (decoders: last token)")
+    p.add_argument("--pooling", default="auto", choices=["auto", "mean", "cls"],
+                   help="encoder pooling for classification and retrieval (default auto: sentence-transformers' "
+                   "default, i.e. a sentence-transformers model's own pooling, else mean; decoders: last token)")
     p.add_argument("--nli-data", help="jsonl/csv of premise, hypothesis, label (optional split column) for classification")
     p.add_argument("--choice-data", help="jsonl of context, choices, answer (index) for multiple choice")
     p.add_argument("--encoder-scoring", default="ettin", choices=["ettin", "pll"],
@@ -40,15 +47,18 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args):
     from twinlm.errors import UserError
-    from twinlm.evaluate.config import TASK_NAMES, EvalConfig
+    from twinlm.evaluate.config import TASK_NAMES, EvalConfig, parse_task_values
 
     try:
         lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
-    tasks = ",".join(TASK_NAMES) if args.tasks is None else args.tasks
-    cfg = EvalConfig(tasks=[t.strip() for t in tasks.split(",") if t.strip()], seeds=args.seeds, lrs=lrs,
-                     steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+    named = args.tasks is not None
+    cfg = EvalConfig(tasks=[t.strip() for t in (args.tasks if named else ",".join(TASK_NAMES)).split(",") if t.strip()],
+                     default_tasks=not named, seeds=args.seeds, lrs=lrs, steps=args.steps,
+                     task_steps=parse_task_values(args.task_steps, "--task-steps", many=False),
+                     task_lrs=parse_task_values(args.task_lrs, "--task-lrs", many=True),
+                     batch_size=args.batch_size, max_length=args.max_length,
                      max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
                      choice_data=args.choice_data, beir=args.beir, encoder_scoring=args.encoder_scoring)
     inputs = args.inputs if hasattr(args, "inputs") else [args.model]
@@ -99,12 +109,27 @@ def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=prin
 
 
 def quiet_libraries() -> None:
+    """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples"):
+    the evaluation prints one line per run with its ETA instead (runner.Progress)."""
     import warnings
 
+    import datasets
+    import tqdm.std
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    if not getattr(tqdm.std.tqdm.__init__, "twinlm_quiet", False):
+        # sentence-transformers draws some bars with tqdm directly, with no switch to turn them off.
+        loud = tqdm.std.tqdm.__init__
+
+        def quiet(self, *a, **k):
+            loud(self, *a, **{**k, "disable": True})
+
+        quiet.twinlm_quiet = True
+        tqdm.std.tqdm.__init__ = quiet
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -133,57 +158,29 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from twinlm.evaluate.benchmarks import format_benchmarks
-    from twinlm.evaluate.runner import write_json
+    from twinlm.evaluate.runner import format_table, write_json
     from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
 
     cfg = config_from_args(args)
     extras = prepare_benchmarks(args, cfg)
-    only_benchmarks = benchmarks_only(args)
-    if not only_benchmarks:
-        gather([args.model], cfg)  # every input error before the output folder is touched
+    gather([args.model], cfg, benchmarks=bool(extras))  # every input error before the output folder is touched
     out, tmp = prepare_out(args.out, args.overwrite)
     quiet_libraries()
-    results = bare_results(args.model, cfg) if only_benchmarks else run_session([args.model], cfg)
+    results = run_session([args.model], cfg, benchmarks=bool(extras))
     for name, fn in extras:
         for model in results["models"].values():
             print(f"evaluating {model['name']} on {name}")
             model.setdefault("benchmarks", {}).update(fn(model, tmp))
+    if extras:
+        results["table"] = format_table(results)  # with the benchmark rows
     write_json(tmp / "results.json", results)
     finish_out(out, tmp)
     if results["table"]:
         print("\n" + results["table"])
-    if extras:
-        print("\n" + format_benchmarks(results))
     if results["missing"]:
         print(f"missing (not evaluated): {', '.join(results['missing'])}")
     print(f"\nresults: {out / 'results.json'}")
     return 0
-
-
-def benchmarks_only(args) -> bool:
-    """True when benchmarks are asked for, --tasks is not, and MODEL has no twinlm recipe: the
-    built-in world's tasks would measure nothing about a model that never saw that world."""
-    from pathlib import Path
-
-    from twinlm.evaluate.models import resolve
-
-    if args.tasks is not None or not (getattr(args, "lm_eval", None) or getattr(args, "mteb", None)):
-        return False
-    refs, _ = resolve(args.model)
-    return not any((Path(r.path) / "twinlm.yaml").is_file() for r in refs)
-
-
-def bare_results(spec: str, cfg) -> dict:
-    """results.json's structure for models evaluated on benchmarks only (no world task)."""
-    from dataclasses import asdict
-
-    from twinlm.evaluate.models import resolve
-
-    refs, missing = resolve(spec)
-    print(f"{spec} has no twinlm recipe: running only the benchmarks asked for (name tasks with --tasks to add them)")
-    return {"settings": {**cfg.to_dict(), "tasks": []}, "models": {r.name: {**asdict(r), "tasks": {}} for r in refs},
-            "missing": missing, "table": ""}
 
 
 def prepare_benchmarks(args, cfg) -> list:

@@ -208,30 +208,6 @@ def run_lm_eval(model: dict, plan: LmEvalPlan, scoring: str = "ettin", batch_siz
     return {"lm_eval": out_tasks}
 
 
-def format_benchmarks(results: dict) -> str:
-    """Plain-text table of every model's benchmark results: one row per suite/task/metric."""
-    models = list(results["models"].values())
-    rows = []
-    keys = []
-    for m in models:
-        for suite, tasks in m.get("benchmarks", {}).items():
-            for task, metrics in tasks.items():
-                for metric, value in metrics.items():
-                    if isinstance(value, float) and not metric.endswith("_stderr") and metric != "seconds":
-                        if (suite, task, metric) not in keys:
-                            keys.append((suite, task, metric))
-    for suite, task, metric in keys:
-        cells = []
-        for m in models:
-            entry = m.get("benchmarks", {}).get(suite, {}).get(task, {})
-            value, err, n = entry.get(metric), entry.get(f"{metric}_stderr"), entry.get("n")
-            cells.append("-" if value is None else f"{value:.3f}" + (f" ± {err:.3f}" if err else "") + (f" (n={n})" if n else ""))
-        rows.append([f"{suite}/{task}/{metric}"] + cells)
-    header = ["benchmark"] + [f"{m['name']} ({m['architecture']})" for m in models]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header] + rows)
-
-
 def _quietly(fn):
     """Run `fn` with the harness's and datasets' own progress bars and info logs off (the one
     progress line per run is ours)."""

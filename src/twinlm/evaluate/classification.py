@@ -57,11 +57,17 @@ class ClassificationTask:
     name = "classification"
     finetunes = True
 
-    def __init__(self, train: list[dict], test: list[dict], max_length: int = 128, pooling: str = "mean"):
+    def __init__(self, train: list[dict], test: list[dict], max_length: int = 128, pooling: str = "auto"):
         self.train, self.test, self.max_length, self.pooling = train, test, max_length, pooling
 
     def primary(self, architecture: str) -> str:
         return "accuracy"
+
+    def trivial_loss(self, batch_size: int) -> float:
+        """Cross-entropy of always predicting the training labels' prior (convergence.py)."""
+        from twinlm.evaluate.convergence import prior_entropy
+
+        return prior_entropy([r["label"] for r in self.train])
 
     def encode(self, tokenizer, rows: list[dict]) -> dict:
         # The hypothesis gets a leading space: the pair template starts it without one.
@@ -87,8 +93,13 @@ class ClassificationTask:
     def load(self, path: str, architecture: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from twinlm.evaluate.config import encoder_pooling
+
         tok = AutoTokenizer.from_pretrained(path)
-        kwargs = {"classifier_pooling": self.pooling} if architecture == "encoder" else {}
+        # ModernBERT's head pools "cls" or "mean"; "auto" is mean (sentence-transformers' default,
+        # and the classifier_pooling of ModernBERT's published configs). Decoders pool the last token.
+        mode = encoder_pooling(self.pooling, path)
+        kwargs = {"classifier_pooling": mode if mode in ("cls", "mean") else "mean"} if architecture == "encoder" else {}
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
             label2id={lab: i for i, lab in enumerate(NLI_LABELS)}, pad_token_id=tok.pad_token_id, **kwargs)

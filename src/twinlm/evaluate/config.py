@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from twinlm.errors import UserError
 
 TASK_NAMES = ("intrinsic", "classification", "retrieval", "choice", "bias")
 FINETUNED = ("classification", "retrieval")
+POOLINGS = ("auto", "mean", "cls")
 
 
 @dataclass
@@ -18,19 +20,28 @@ class EvalConfig:
     mean primary metric is reported (and the report says so). steps/batch_size: the fine-tuning
     budget, identical for every model. max_length: tokens per fine-tuning input.
     max_items: cap on multiple-choice items (speed). nli_data / choice_data / beir: files or
-    folders replacing the built-in world's task data. pooling: encoder pooling ("cls" or "mean";
-    decoders always use the last token). encoder_scoring: how encoders score a continuation in the
-    choice task and lm-eval ("ettin": Ettin's left-to-right masked protocol; "pll": classic
-    pseudo-log-likelihood; see evaluate/scoring.py)."""
+    folders replacing the built-in world's task data. encoder_scoring: how encoders score a
+    continuation in the choice task and lm-eval ("ettin": Ettin's left-to-right masked protocol;
+    "pll": classic pseudo-log-likelihood; see evaluate/scoring.py)."""
 
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
+    # True when `tasks` is the default list rather than named by the user: a model without a twinlm
+    # recipe has no built-in world, so it then runs none of them (only --lm-eval / --mteb).
+    default_tasks: bool = False
     seeds: int = 3
     lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
     steps: int = 150
+    # Per-task overrides of `steps` and `lrs` ({"retrieval": 150}): tasks differ in how long they
+    # take to leave the trivial loss, and every model still gets the same budget per task.
+    task_steps: dict[str, int] = field(default_factory=dict)
+    task_lrs: dict[str, list[float]] = field(default_factory=dict)
     batch_size: int = 32
     max_length: int = 128
     max_items: int = 400
-    pooling: str = "mean"
+    # Encoder pooling for classification and retrieval. "auto" follows Ettin: sentence-transformers'
+    # default (the model's own pooling for a sentence-transformers folder, else mean; mean is also
+    # what ModernBERT's published classifier configs use); decoders always pool the last token.
+    pooling: str = "auto"
     nli_data: str | None = None
     choice_data: str | None = None
     beir: str | None = None
@@ -38,14 +49,22 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
-        if unknown or not self.tasks:
+        if unknown or (not self.tasks and not self.default_tasks):
             raise UserError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; valid tasks: {', '.join(TASK_NAMES)}")
         if self.seeds < 1 or self.steps < 1 or self.batch_size < 2 or self.max_items < 1:
             raise UserError("seeds, steps and max_items must be >= 1 and batch_size >= 2")
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
             raise UserError(f"the learning-rate grid must hold positive numbers, got {self.lrs}")
-        if self.pooling not in ("cls", "mean"):
-            raise UserError(f"pooling must be cls or mean, got {self.pooling!r}")
+        for what, table in (("task_steps", self.task_steps), ("task_lrs", self.task_lrs)):
+            wrong = [t for t in table if t not in FINETUNED]
+            if wrong:
+                raise UserError(f"{what}: {', '.join(wrong)} is not a fine-tuned task; valid: {', '.join(FINETUNED)}")
+        if any(int(s) < 1 for s in self.task_steps.values()):
+            raise UserError(f"task_steps must be >= 1, got {self.task_steps}")
+        if any(not lrs or any(lr <= 0 for lr in lrs) for lrs in self.task_lrs.values()):
+            raise UserError(f"task_lrs must hold positive numbers, got {self.task_lrs}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.encoder_scoring not in ("ettin", "pll"):
             raise UserError(f"encoder_scoring must be ettin or pll, got {self.encoder_scoring!r}")
         for name in ("nli_data", "choice_data", "beir"):
@@ -53,5 +72,47 @@ class EvalConfig:
             if value is not None and not Path(value).exists():
                 raise UserError(f"{name} {value} does not exist")
 
+    def steps_for(self, task: str) -> int:
+        return int(self.task_steps.get(task, self.steps))
+
+    def lrs_for(self, task: str) -> list[float]:
+        return list(self.task_lrs.get(task, self.lrs))
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_task_values(text: str | None, what: str, many: bool) -> dict:
+    """{"retrieval": 150} from "retrieval=150" (or {"retrieval": [1e-3, 3e-4]} from
+    "retrieval=1e-3/3e-4" when `many`), comma-separated; a one-line UserError otherwise."""
+    out: dict = {}
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        task, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[task.strip()] = [float(v) for v in value.split("/")] if many else int(value)
+        except ValueError:
+            example = "retrieval=1e-3/3e-4,classification=1e-4" if many else "retrieval=150,classification=60"
+            raise UserError(f"{what} takes TASK=VALUE pairs such as {example}, got {part!r}") from None
+    return out
+
+
+def encoder_pooling(pooling: str, path: str) -> str:
+    """The encoder pooling `pooling` ("auto", "mean", "cls") resolves to for the model at `path`:
+    "auto" is the sentence-transformers default, i.e. a sentence-transformers folder's own pooling
+    (1_Pooling/config.json), else mean."""
+    if pooling != "auto":
+        return pooling
+    try:
+        modules = json.loads((Path(path) / "modules.json").read_text())
+        folder = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+        config = json.loads((Path(path) / folder / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return "mean"
+    mode = config.get("pooling_mode")
+    if mode is None:  # the older layout: one boolean per mode
+        mode = [k[len("pooling_mode_"):] for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    legacy = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max", "weightedmean_tokens": "weightedmean"}
+    return "+".join(legacy.get(m, m) for m in modes) or "mean"

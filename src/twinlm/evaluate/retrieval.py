@@ -90,12 +90,18 @@ def st_retrieval_metrics(model, collection: dict, batch_size: int = 64) -> dict[
     return {name: float(scores[f"{function}_{name}"]) for name in ST_METRICS}
 
 
-def embedding_model(path: str, architecture: str, max_length: int, pooling: str = "mean"):
+def embedding_model(path: str, architecture: str, max_length: int, pooling: str = "auto"):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
+    from twinlm.evaluate.config import encoder_pooling
+
+    if pooling == "auto" and architecture == "encoder" and (Path(path) / "modules.json").is_file():
+        model = SentenceTransformer(path)  # a sentence-transformers folder keeps its own pooling
+        model.max_seq_length = max_length
+        return model
     body = Transformer(path, max_seq_length=max_length)
-    mode = "lasttoken" if architecture == "decoder" else pooling
+    mode = "lasttoken" if architecture == "decoder" else encoder_pooling(pooling, path)
     return SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), pooling_mode=mode)])
 
 
@@ -103,13 +109,19 @@ class RetrievalTask:
     name = "retrieval"
     finetunes = True
 
-    def __init__(self, collection: dict, train_pairs: list[dict], max_length: int = 128, pooling: str = "mean"):
+    def __init__(self, collection: dict, train_pairs: list[dict], max_length: int = 128, pooling: str = "auto"):
         if not train_pairs:
             raise UserError("retrieval needs training pairs (qrels/train.tsv in a BEIR folder)")
         self.collection, self.train_pairs, self.max_length, self.pooling = collection, train_pairs, max_length, pooling
 
     def primary(self, architecture: str) -> str:
         return "ndcg@10"
+
+    def trivial_loss(self, batch_size: int) -> float:
+        """The in-batch contrastive loss of an embedder that learned nothing: ln(batch) (convergence.py)."""
+        from twinlm.evaluate.convergence import in_batch_trivial
+
+        return in_batch_trivial(batch_size)
 
     @torch.no_grad()
     def evaluate(self, model, tokenizer=None, architecture: str = "", seed: int = 0) -> dict[str, float]:
@@ -119,7 +131,10 @@ class RetrievalTask:
     def finetune(self, path: str, architecture: str, seed: int, lr: float, steps: int, batch_size: int):
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
         from transformers import PrinterCallback, set_seed
 
         set_seed(seed)
@@ -129,7 +144,10 @@ class RetrievalTask:
         # Only as many pairs as the budget consumes, so every model sees the same ones per seed.
         take = rng.permutation(len(pairs))[: steps * batch_size]
         data = Dataset.from_list([pairs[i % len(pairs)] for i in take])
-        loss = CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=min(32, batch_size))
+        if batch_size <= 32:  # one mini-batch: the cache would only add a second forward pass
+            loss = MultipleNegativesRankingLoss(model, scale=20.0)
+        else:
+            loss = CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=32)
         with tempfile.TemporaryDirectory() as tmp:
             args = SentenceTransformerTrainingArguments(
                 output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
