@@ -107,8 +107,8 @@ def test_a_model_without_a_twinlm_recipe_runs_only_what_is_named(micro_run, tmp_
 
     docs = [{"question": f"Q{i}?", "options": ["yes", "no"], "gold": i % 2} for i in range(4)]
     (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (tmp_path / "tiny.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: tiny.jsonl\n"
+    (tmp_path / "tiny.yaml").write_text(  # lm-eval reads data_files relative to the current folder
+        f"task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'tiny.jsonl'}\n"
         "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
         "doc_to_choice: \"{{options}}\"\ndoc_to_target: gold\n")
     capsys.readouterr()
