@@ -62,7 +62,7 @@ def flatten_for_varlen(batch: dict[str, torch.Tensor]) -> dict:
     positions = batch["position_ids"].reshape(1, -1)
     out = {k: v.reshape(1, -1) for k, v in batch.items() if k != "attention_mask"}
     starts = torch.nonzero(positions[0] == 0).flatten()
-    cu = torch.cat([starts, torch.tensor([positions.shape[1]])]).to(torch.int32)
+    cu = torch.cat([starts, torch.tensor([positions.shape[1]], device=starts.device)]).to(torch.int32)
     longest = int((cu[1:] - cu[:-1]).max())
     out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
     return out
