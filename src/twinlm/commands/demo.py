@@ -68,7 +68,8 @@ def run(args) -> int:
         from twinlm.commands.compare import compare
 
         print(f"\ntwinlm demo: evaluating both twins on {', '.join(cfg.tasks)} "
-              f"({cfg.seeds} seeds, {cfg.steps} fine-tuning steps, lr grid {cfg.lrs})", flush=True)
+              f"({cfg.seeds} seeds, {cfg.steps} fine-tuning steps"
+              + "".join(f", {t} {n}" for t, n in cfg.task_steps.items()) + f", lr grid {cfg.lrs})", flush=True)
         compare([str(out)], cfg, out / "compare", overwrite=True)
     return 0
 
