@@ -100,12 +100,18 @@ def test_unigram_baseline_sample_is_exact_on_small_stores(heldout_store):
 def test_unigram_sample_reads_bounded_evenly_spaced_windows(tmp_path: Path):
     # A sparse 2^31-token store (4 GiB of zeros on no disk) with a marker at its very end.
     n = 2**31
-    path = tmp_path / "tokens.bin"
-    with open(path, "wb") as fh:
+    from twinlm.data.store import shard_names, write_index
+
+    bin_name, docs_name = shard_names(0)
+    with open(tmp_path / bin_name, "wb") as fh:
         fh.truncate(2 * n)
-    tokens = np.memmap(path, dtype=np.uint16, mode="r+", shape=(n,))
+    tokens = np.memmap(tmp_path / bin_name, dtype=np.uint16, mode="r+", shape=(n,))
     tokens[-1], tokens[0] = 7, 5
-    store = TokenStore(path=tmp_path, tokens=tokens, num_documents=1)
+    tokens.flush()
+    np.asarray([0, n], dtype="<i8").tofile(tmp_path / docs_name)
+    write_index(tmp_path, np.uint16, [{"tokens": bin_name, "docs": docs_name, "num_tokens": n,
+                                       "num_documents": 1, "max_token_id": 7}])
+    store = TokenStore.open(tmp_path)
     sample = sample_tokens(store, max_tokens=2**16, windows=64)
     assert sample.shape == (2**16,)
     assert sample[0] == 5 and sample[-1] == 7  # first window at the start, last at the end

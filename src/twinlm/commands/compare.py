@@ -38,8 +38,8 @@ def compare(inputs: list[str], cfg, out, overwrite: bool) -> dict:
 
     gather(inputs, cfg)  # every input error before the output folder is touched
     out, tmp = prepare_out(out, overwrite)
-    quiet_libraries()
-    results = run_session(inputs, cfg)
+    with quiet_libraries():
+        results = run_session(inputs, cfg)
     write_json(tmp / "results.json", results)
     write_report(results, tmp)
     finish_out(out, tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from twinlm.commands.common import add_output_args
 
@@ -108,9 +109,11 @@ def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=prin
     return replace(cfg, tasks=keep)
 
 
-def quiet_libraries() -> None:
-    """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples"):
-    the evaluation prints one line per run with its ETA instead (runner.Progress)."""
+@contextlib.contextmanager
+def quiet_libraries():
+    """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples")
+    while the block runs: the evaluation prints one line per run with its ETA instead
+    (runner.Progress). tqdm is restored on exit, so nothing else in the process loses its bars."""
     import warnings
 
     import datasets
@@ -121,16 +124,21 @@ def quiet_libraries() -> None:
     logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    if not getattr(tqdm.std.tqdm.__init__, "twinlm_quiet", False):
-        # sentence-transformers draws some bars with tqdm directly, with no switch to turn them off.
-        loud = tqdm.std.tqdm.__init__
+    # sentence-transformers draws some bars with tqdm directly, with no switch to turn them off.
+    loud = tqdm.std.tqdm.__init__
 
-        def quiet(self, *a, **k):
-            loud(self, *a, **{**k, "disable": True})
+    def quiet(self, *a, **k):
+        loud(self, *a, **{**k, "disable": True})
 
-        quiet.twinlm_quiet = True
-        tqdm.std.tqdm.__init__ = quiet
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    tqdm.std.tqdm.__init__ = quiet
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        tqdm.std.tqdm.__init__ = loud
+        logging.enable_progress_bar()
+        datasets.enable_progress_bars()
 
 
 def register(sub) -> None:
@@ -165,12 +173,12 @@ def run(args) -> int:
     extras = prepare_benchmarks(args, cfg)
     gather([args.model], cfg, benchmarks=bool(extras))  # every input error before the output folder is touched
     out, tmp = prepare_out(args.out, args.overwrite)
-    quiet_libraries()
-    results = run_session([args.model], cfg, benchmarks=bool(extras))
-    for name, fn in extras:
-        for model in results["models"].values():
-            print(f"evaluating {model['name']} on {name}")
-            model.setdefault("benchmarks", {}).update(fn(model, tmp))
+    with quiet_libraries():
+        results = run_session([args.model], cfg, benchmarks=bool(extras))
+        for name, fn in extras:
+            for model in results["models"].values():
+                print(f"evaluating {model['name']} on {name}")
+                model.setdefault("benchmarks", {}).update(fn(model, tmp))
     if extras:
         results["table"] = format_table(results)  # with the benchmark rows
     write_json(tmp / "results.json", results)
