@@ -120,6 +120,7 @@ def quiet_libraries():
     import tqdm.std
     from transformers.utils import logging
 
+    hf_bars, ds_bars = logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     datasets.disable_progress_bars()
@@ -137,8 +138,10 @@ def quiet_libraries():
             yield
     finally:
         tqdm.std.tqdm.__init__ = loud
-        logging.enable_progress_bar()
-        datasets.enable_progress_bars()
+        if hf_bars:
+            logging.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()
 
 
 def register(sub) -> None:

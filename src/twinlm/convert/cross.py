@@ -118,12 +118,15 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     (the recipe, including --tokens / --objective / --mask-ratio / --set, must be the one it was
     started with); on a finished conversion it does nothing and returns the metadata. Without
     `resume` or `overwrite` an existing, non-empty `out` is refused."""
+    from transformers.utils import logging as hf_logging
+
     from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
     from twinlm.data.corpus import phase_data
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.models import count_parameters, set_global_rope_theta
     from twinlm.train.pretrain import RECIPE_FILE, _run_phase, check_resume_recipe, prepare_output
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line errors below
     model_dir, out = Path(model_dir), Path(out)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
