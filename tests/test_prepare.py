@@ -16,7 +16,8 @@ import pytest
 from twinlm.cli import main
 from twinlm.data.corpus import is_prepared
 from twinlm.data.prepare import PrepareSettings, merge, parse_shard, prepare
-from twinlm.data.sources import iter_texts, read_piece, source_pieces
+from twinlm.data.source_pieces import read_piece, source_pieces
+from twinlm.data.sources import iter_texts
 from twinlm.data.store import TokenStore
 from twinlm.data.tokenizer import document_ids, load_tokenizer, train_tokenizer
 from twinlm.errors import UserError

@@ -5,7 +5,7 @@ A prepared folder `P` holds `prepare.json` (tokenizer, source, settings; `"compl
 only once everything is written), `tokenizer/` (the tokenizer the ids belong to), and two token
 stores (`twinlm.data.store`): `train/` and `heldout/`.
 
-How the work is cut: the source is split into pieces (`sources.source_pieces`: byte ranges of
+How the work is cut: the source is split into pieces (`source_pieces.source_pieces`: byte ranges of
 large text and JSON-lines files, parquet row groups, MDS shards, row ranges of save_to_disk
 folders, whole small files), consecutive pieces are grouped into units of about `unit_bytes`,
 and each unit is tokenized by one worker into its own shards under `P/.units/uNNNNNN/`. A unit is
@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from twinlm.data import sources
+from twinlm.data import source_pieces
 from twinlm.data.prepare_finalize import META, Summary, finalize
 from twinlm.data.prepare_units import (
     IDS_COLUMN,
@@ -101,8 +101,8 @@ class _Plan:
     source: str
     settings: PrepareSettings
     kind: str  # "text" or "tokens"
-    pieces: list[sources.Piece]
-    units: list[list[sources.Piece]]
+    pieces: list[source_pieces.Piece]
+    units: list[list[source_pieces.Piece]]
     unit_bytes: int
     total_bytes: int
 
@@ -110,7 +110,7 @@ class _Plan:
 def _classify(source: str, settings: PrepareSettings) -> str:
     """'text' or 'tokens' for the whole source; UserError naming the columns if neither."""
     kinds = set()
-    for where, columns in sources.source_columns(source, settings.split):
+    for where, columns in source_pieces.source_columns(source, settings.split):
         if columns is None or settings.text_column in columns:
             kinds.add("text")
         elif IDS_COLUMN in columns:
@@ -133,7 +133,7 @@ def _pretokenized():
     return pretokenized
 
 
-def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece]:
+def _token_streams(source: str, settings: PrepareSettings) -> list[source_pieces.Piece]:
     """One piece (and unit) per stream of a pre-tokenized source: an MDS leaf folder or a table
     file, each read whole by `iter_token_documents` in the stream order the reader uses."""
     probe = _pretokenized().probe_source(source, IDS_COLUMN, settings.text_column, settings.split)
@@ -143,7 +143,7 @@ def _token_streams(source: str, settings: PrepareSettings) -> list[sources.Piece
         path = Path(unit.path)
         name = path.relative_to(root).as_posix() if root.is_dir() and path != root else path.name
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-        pieces.append(sources.Piece("tokens", str(path), name, 0, 0, size))
+        pieces.append(source_pieces.Piece("tokens", str(path), name, 0, 0, size))
     return pieces
 
 
@@ -156,10 +156,10 @@ def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
     if kind == "tokens":
         pieces = _token_streams(source, settings)
         return _Plan(source, settings, kind, pieces, [[p] for p in pieces], 0, sum(p.size for p in pieces))
-    probe = sources.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
+    probe = source_pieces.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
     total = sum(p.size for p in probe)
     unit_bytes = settings.unit_bytes or auto_unit_bytes(total)
-    pieces = probe if unit_bytes >= 256 * MIB else sources.source_pieces(
+    pieces = probe if unit_bytes >= 256 * MIB else source_pieces.source_pieces(
         source, settings.text_column, settings.split, unit_bytes)
     return _Plan(source, settings, kind, pieces, plan_units(pieces, unit_bytes), unit_bytes,
                  sum(p.size for p in pieces))

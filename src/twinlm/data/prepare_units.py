@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twinlm.data import sources
+from twinlm.data import source_pieces
 from twinlm.data.store import ShardWriter
 from twinlm.errors import UserError
 
@@ -37,16 +37,16 @@ def heldout_hash(seed: int, name: str, position: int) -> float:
 
 # --- the layout -----------------------------------------------------------------------------
 
-def plan_units(pieces: list[sources.Piece], unit_bytes: int) -> list[list[sources.Piece]]:
+def plan_units(pieces: list[source_pieces.Piece], unit_bytes: int) -> list[list[source_pieces.Piece]]:
     """Consecutive pieces grouped into units of about `unit_bytes`. A unit holds pieces of one
     file (or folder), or several whole small files; never parts of two large files, so that a
     file found bad mid-way drops only units of its own."""
-    units: list[list[sources.Piece]] = []
+    units: list[list[source_pieces.Piece]] = []
     size = 0
     for piece in pieces:
         last = units[-1][-1] if units else None
         joinable = last is not None and (
-            last.path == piece.path or (last.kind in sources.WHOLE_FILE_KINDS and piece.kind in sources.WHOLE_FILE_KINDS))
+            last.path == piece.path or (last.kind in source_pieces.WHOLE_FILE_KINDS and piece.kind in source_pieces.WHOLE_FILE_KINDS))
         if joinable and size + piece.size <= unit_bytes and piece.kind not in ("hub", "tokens"):
             units[-1].append(piece)
             size += piece.size
@@ -62,7 +62,7 @@ def auto_unit_bytes(total: int) -> int:
     return int(min(256 * MIB, max(MIB, total // 256)))
 
 
-def layout_fingerprint(units: list[list[sources.Piece]]) -> str:
+def layout_fingerprint(units: list[list[source_pieces.Piece]]) -> str:
     """Hash of the units as (kind, name, range, size): equal on every machine that sees the same
     files, whatever their absolute paths or modification times."""
     rows = [[[p.kind, p.name, p.start, p.stop, p.size] for p in unit] for unit in units]
@@ -149,31 +149,31 @@ def record_path(out: Path, u: int) -> Path:
     return out / PROGRESS / f"unit-{u:06d}.json"
 
 
-def _documents(piece: sources.Piece, settings: PrepareSettings, tok):
+def _documents(piece: source_pieces.Piece, settings: PrepareSettings, tok):
     """(position, ids, bytes done) of every document of a piece, tokenized in batches; after the
-    last readable document of a file found binary or not UTF-8, `sources.BadFile`."""
+    last readable document of a file found binary or not UTF-8, `source_pieces.BadFile`."""
     from twinlm.data.tokenizer import document_ids
 
     if piece.kind == "tokens":
         yield from _token_docs(piece, settings, len(tok))
         return
-    stream = sources.read_piece(piece, settings.text_column, settings.split)
+    stream = source_pieces.read_piece(piece, settings.text_column, settings.split)
     while True:
         batch, failed = [], False
         try:
             batch += islice(stream, TOKENIZE_BATCH)
-        except sources.BadFile:  # keep what was read before the bad line, as iter_texts does
+        except source_pieces.BadFile:  # keep what was read before the bad line, as iter_texts does
             failed = True
         if batch:
             for (pos, _, done), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
                 yield pos, np.asarray(ids, dtype=np.int64), done
         if failed:
-            raise sources.BadFile(piece.path)
+            raise source_pieces.BadFile(piece.path)
         if len(batch) < TOKENIZE_BATCH:
             return
 
 
-def _token_docs(piece: sources.Piece, settings: PrepareSettings, vocab: int):
+def _token_docs(piece: source_pieces.Piece, settings: PrepareSettings, vocab: int):
     """(position, ids, 0) of a pre-tokenized source (data-core's reader), ids checked against the
     tokenizer's vocabulary."""
     from twinlm.data.pretokenized import iter_token_documents
@@ -187,7 +187,7 @@ def _token_docs(piece: sources.Piece, settings: PrepareSettings, vocab: int):
         yield pos, ids, 0
 
 
-def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSettings, dtype: str,
+def run_unit(out: Path, u: int, pieces: list[source_pieces.Piece], settings: PrepareSettings, dtype: str,
              tokenizer=None, counter=None) -> dict:
     """Tokenize one unit into `out/.units/uNNNNNN/` and record it; returns the record."""
     tok = tokenizer if tokenizer is not None else _WORKER["tokenizer"]
@@ -232,7 +232,7 @@ def run_unit(out: Path, u: int, pieces: list[sources.Piece], settings: PrepareSe
                 if done - reported >= MIB or tokens - reported_tokens >= 1 << 18:  # the bar moves within pieces
                     report(done - reported, tokens - reported_tokens)
                     reported, reported_tokens = max(reported, done), tokens
-        except sources.BadFile:
+        except source_pieces.BadFile:
             bad.append(piece.name)
         report(piece.size - reported, tokens - reported_tokens)
     record = {

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from twinlm.data.mds import MDSDataset
+from twinlm.data.sources import open_disk
 from twinlm.errors import UserError
 
 STEP_COLUMNS = ("step", "steps", "global_step")  # a training-order file's step number
@@ -72,7 +73,7 @@ class SourceProbe:
             if unit.kind == "mds":
                 total += len(MDSDataset(unit.path))
             elif unit.kind == "disk":
-                total += len(_open_disk(unit.path, split))
+                total += len(open_disk(unit.path, split))
             elif unit.kind == "file" and unit.path.suffix.lower() == ".parquet":
                 import pyarrow.parquet as pq
 
@@ -93,7 +94,7 @@ def _columns(unit: Unit, split: str) -> list[str]:
     if unit.kind == "mds":
         return list(MDSDataset(unit.path).columns)
     if unit.kind == "disk":
-        return list(_open_disk(unit.path, split).column_names)
+        return list(open_disk(unit.path, split).column_names)
     if unit.kind == "hub":
         return []  # the hub is read as text by sources.py
     suffix = unit.path.suffix.lower()
@@ -137,20 +138,6 @@ def _arrow_reader(path: Path):
             return pa.ipc.open_file(pa.memory_map(str(path)))
         except pa.ArrowInvalid as e:
             raise UserError(f"{path}: not a readable arrow file ({e})") from None
-
-
-def _open_disk(path: Path, split: str):
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable datasets save_to_disk folder ({e})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise UserError(f"no split '{split}' in {path}; splits found: {', '.join(ds)}; use --set data.split=NAME")
-        ds = ds[split]
-    return ds
 
 
 def _units(source: str) -> list[Unit]:
@@ -224,7 +211,7 @@ def _looks_like_ids(unit: Unit, column: str, split: str, samples: int = 8) -> bo
         ds = MDSDataset(unit.path)
         values = [ds[k][column] for k in range(min(samples, len(ds)))]
     elif unit.kind == "disk":
-        values = _open_disk(unit.path, split)[:samples][column]
+        values = open_disk(unit.path, split)[:samples][column]
     elif unit.path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -258,7 +245,7 @@ def _unit_samples(unit: Unit, ids_column: str, split: str, step_column: str | No
             yield _as_ids(ds[k][ids_column], f"{where} sample {k}")
         return
     if unit.kind == "disk":
-        ds = _open_disk(unit.path, split).select_columns([ids_column]).with_format("numpy")
+        ds = open_disk(unit.path, split).select_columns([ids_column]).with_format("numpy")
         for batch in ds.iter(batch_size=256):
             for k, value in enumerate(batch[ids_column]):
                 yield _as_ids(value, f"{where} sample {k}")

@@ -1,0 +1,344 @@
+"""Cutting a source into pieces of work for `twinlm prepare` (byte ranges of text and JSON-lines
+files, parquet row groups, MDS shards, row ranges of save_to_disk folders, hub data files), and
+reading one piece exactly as `sources.iter_texts` reads that part of the source."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twinlm.data.mds import MDSDataset
+from twinlm.data.sources import (
+    _TABULAR,
+    _BadFile,
+    _checked,
+    _field,
+    _hub,
+    _hub_shards,
+    _lines,
+    _need,
+    _open_hub,
+    _read,
+    _resolve,
+    _units,
+    open_disk,
+)
+from twinlm.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Pieces: a source cut into slices that separate processes can read without reading it twice.
+# `twinlm prepare` groups pieces into units of work; reading every piece of a source in order
+# yields exactly the texts `iter_texts` yields, in the same order.
+RANGED_KINDS = ("paragraphs", "jsonl")  # byte ranges of one file; a range owns the records starting in it
+WHOLE_FILE_KINDS = ("doc", "table")  # a whole file read as iter_texts reads it
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One slice of a source. `name` is stable across machines (relative to the source root) and
+    with `position` below identifies a document for the held-out hash; `size` is in bytes (an
+    estimate for row-based pieces, 0 when unknown) and drives grouping and the progress bar."""
+
+    kind: str  # paragraphs | jsonl | doc | table | parquet | mds | disk | hub | tokens
+    path: str
+    name: str
+    start: int = 0  # byte offset, row group, sample or row where the piece begins
+    stop: int = 0  # ... and where it ends (exclusive)
+    size: int = 0
+
+
+def _root_of(kind: str, target: Any) -> Path | None:
+    if kind == "glob":
+        return Path(os.path.commonpath([str(p.parent) for p in target]))
+    if kind == "file":
+        return target.parent
+    return None if kind == "hub" else target
+
+
+def _name(path: Path, root: Path | None) -> str:
+    return path.relative_to(root).as_posix() if root is not None and path != root else path.name
+
+
+def source_pieces(source: str, text_column: str = "text", split: str = "train",
+                  piece_bytes: int = 64 << 20) -> list[Piece]:
+    """The pieces of `source` in reading order; large text and JSON-lines files become byte ranges
+    of `piece_bytes`, parquet files their row groups, MDS folders their shards, save_to_disk
+    folders row ranges of about `piece_bytes`, a hub dataset one piece."""
+    kind, target = _resolve(str(source))
+    root = _root_of(kind, target)
+    pieces: list[Piece] = []
+    for ukind, path in _units(kind, target):
+        if ukind == "hub":
+            n = _hub_shards(_open_hub(str(path), split))
+            pieces += [Piece("hub", str(path), str(path) if n == 1 else f"{path}#{k}", k, k + 1) for k in range(n)]
+        elif ukind == "mds":
+            pieces += _mds_pieces(path, _name(path, root))
+        elif ukind == "disk":
+            pieces += _disk_pieces(path, _name(path, root), split, piece_bytes)
+        else:
+            pieces += _file_pieces(ukind, path, _name(path, root), piece_bytes)
+    return pieces
+
+
+def _file_pieces(ukind: str, path: Path, name: str, piece_bytes: int) -> list[Piece]:
+    suffix, size = path.suffix.lower(), path.stat().st_size
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path}: not a readable parquet file ({e})") from None
+        return [Piece("parquet", str(path), name, g, g + 1, meta.row_group(g).total_byte_size)
+                for g in range(meta.num_row_groups)]
+    if suffix in _TABULAR or ukind == "doc":
+        ranged = "jsonl" if suffix == ".jsonl" else None
+        if ranged is None:
+            return [Piece("table" if suffix in _TABULAR else "doc", str(path), name, 0, size, size)]
+    else:
+        ranged = "paragraphs"
+    starts = range(0, max(size, 1), max(1, piece_bytes))
+    return [Piece(ranged, str(path), name, a, min(a + piece_bytes, size), min(piece_bytes, size - a))
+            for a in starts]
+
+
+def _mds_pieces(path: Path, name: str) -> list[Piece]:
+    MDSDataset(path)  # validates the index and that every shard file exists
+    index = json.loads((path / "index.json").read_text(encoding="utf-8"))
+    pieces, begin = [], 0
+    for entry in index["shards"]:
+        n = int(entry["samples"])
+        pieces.append(Piece("mds", str(path), name, begin, begin + n, int(entry["raw_data"].get("bytes") or 0)))
+        begin += n
+    return pieces
+
+
+def _disk_pieces(path: Path, name: str, split: str, piece_bytes: int) -> list[Piece]:
+    ds = open_disk(path, split, "--split NAME")
+    rows, nbytes = len(ds), max(1, ds.data.nbytes)
+    step = max(1, piece_bytes * rows // nbytes)
+    return [Piece("disk", str(path), name, a, min(a + step, rows), nbytes * (min(a + step, rows) - a) // max(1, rows))
+            for a in range(0, rows, step)]
+
+
+def source_columns(source: str, split: str = "train") -> list[tuple[str, list[str] | None]]:
+    """(where, column names) of every structured file or folder of `source`; None for plain text
+    (which has no columns). Cheap: headers, schemas, first lines and indexes only."""
+    kind, target = _resolve(str(source))
+    out: list[tuple[str, list[str] | None]] = []
+    for ukind, path in _units(kind, target):
+        out.append((str(path), _columns_of(ukind, path, split)))
+    return out
+
+
+def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
+    if ukind == "mds":
+        return list(MDSDataset(path).columns)
+    if ukind == "disk":
+        return list(open_disk(path, split, "--split NAME").column_names)
+    if ukind == "hub":
+        ds = _open_hub(str(path), split)
+        if ds.column_names is not None:
+            return list(ds.column_names)
+        first = next(iter(ds), None)
+        return list(first) if isinstance(first, dict) else []
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                return list(pq.ParquetFile(path).schema_arrow.names)
+            except (ValueError, OSError) as e:
+                raise UserError(f"{path}: not a readable parquet file ({e})") from None
+        if suffix in (".csv", ".tsv"):
+            header = next(csv.reader(_lines(path), delimiter="\t" if suffix == ".tsv" else ","), [])
+            return list(header)
+        if suffix == ".jsonl":
+            for line in _lines(path):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"{path}:1: not valid JSON ({e})") from None
+                    return list(row) if isinstance(row, dict) else []
+            return []
+    except _BadFile:
+        return None  # skipped (and counted) when read, as iter_texts does
+    return None  # plain text, or .json (its columns are checked when it is read)
+
+
+BadFile = _BadFile  # what `read_piece` raises for a file that is binary or not UTF-8
+
+
+def read_piece(piece: Piece, text_column: str = "text", split: str = "train") -> Iterator[tuple[int, str, int]]:
+    """(position, text, bytes done) for every non-empty text of `piece`. `position` identifies the
+    text within its file (byte offset, row or sample index); `bytes done` grows to about
+    `piece.size`. Raises `_BadFile` where iter_texts would skip the rest of a file."""
+    kind, path = piece.kind, Path(piece.path)
+    where = str(path)
+    if kind == "paragraphs":
+        for pos, text, done in _paragraph_range(path, piece.start, piece.stop):
+            if (text := _checked(text, text_column, where)) is not None:
+                yield pos, text, done
+        return
+    if kind == "jsonl":
+        for pos, line, done in _line_range(path, piece.start, piece.stop):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} at byte {pos}: not valid JSON ({e})") from None
+            if (text := _checked(_field(row, text_column, f"{path} at byte {pos}"), text_column, where)) is not None:
+                yield pos, text, done
+        return
+    if kind == "parquet":
+        yield from _parquet_group(path, piece, text_column)
+        return
+    if kind == "mds":
+        ds = MDSDataset(path)
+        text_columns = [n for n, enc in ds.columns.items() if enc == "str"]
+        _need(text_column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
+        n = max(1, piece.stop - piece.start)
+        for i in range(piece.start, piece.stop):
+            if (text := _checked(ds[i][text_column], text_column, where)) is not None:
+                yield i, text, piece.size * (i + 1 - piece.start) // n
+        return
+    if kind == "disk":
+        ds = open_disk(path, split, "--split NAME")
+        _need(text_column, ds.column_names, path)
+        part = ds.select_columns([text_column]).select(range(piece.start, piece.stop))
+        n, i = max(1, len(part)), piece.start
+        for batch in part.iter(batch_size=1024):
+            for value in batch[text_column]:
+                if (text := _checked(value, text_column, where)) is not None:
+                    yield i, text, piece.size * (i + 1 - piece.start) // n
+                i += 1
+        return
+    values = _hub(str(piece.path), text_column, split, piece.start) if kind == "hub" else _read("doc" if kind == "doc" else "file", path, text_column, split)
+    done = 0
+    for i, value in enumerate(values):
+        if (text := _checked(value, text_column, where)) is not None:
+            done = piece.size if kind == "doc" else done
+            yield i, text, done
+
+
+def _parquet_group(path: Path, piece: Piece, column: str) -> Iterator[tuple[int, str, int]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    _need(column, pf.schema_arrow.names, path)
+    first = sum(pf.metadata.row_group(g).num_rows for g in range(piece.start))
+    rows = max(1, pf.metadata.row_group(piece.start).num_rows)
+    i = first
+    for batch in pf.iter_batches(batch_size=1024, row_groups=[piece.start], columns=[column]):
+        for value in batch.column(0).to_pylist():
+            if (text := _checked(value, column, str(path))) is not None:
+                yield i, text, piece.size * (i + 1 - first) // rows
+            i += 1
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n|$)")
+
+
+def _decode_line(raw: bytes, path: Path) -> list[str]:
+    """A b'\\n'-terminated line as the str lines `open(newline="")` would give (it also ends lines
+    at a lone '\\r'); _BadFile if binary or not UTF-8, as `_lines`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadFile(path) from None
+    if "\0" in text:
+        raise _BadFile(path)
+    return _LONE_CR.split(text) if "\r" in text[:-2] else [text]
+
+
+def _aligned(f, path: Path, start: int) -> int:
+    """The first line start at or after byte `start`."""
+    if start == 0:
+        return 0
+    f.seek(start - 1)
+    if f.read(1) == b"\n":
+        return start
+    return start + len(f.readline())
+
+
+def _previous_line_blank(f, path: Path, at: int) -> bool:
+    """Whether the line that ends just before byte `at` (a line start) is blank (or absent)."""
+    if at == 0:
+        return True
+    end, begin, chunk = at, at, 1 << 16
+    while begin > 0:  # walk back to the previous b"\n" (lines are short; this is rarely one step)
+        lo = max(0, begin - chunk)
+        f.seek(lo)
+        data = f.read(begin - lo)
+        cut = data.rfind(b"\n", 0, len(data) - (1 if begin == end else 0))
+        if cut >= 0:
+            begin = lo + cut + 1
+            break
+        begin = lo
+    f.seek(begin)
+    raw = f.read(end - begin)
+    if begin == 0 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        last = _decode_line(raw, path)[-1]
+    except _BadFile:
+        return False
+    return not last.strip()
+
+
+def _raw_lines(path: Path, start: int, stop: int) -> Iterator[tuple[int, int, str, int]]:
+    """(offset of the b"\\n" line, offset of the str line, str line, bytes done) from the first
+    line start >= `start` to the end of the file; the caller stops once its records start at or
+    past `stop`. Ranges are cut at b"\\n" only, so ownership goes by the b"\\n" line's offset."""
+    with open(path, "rb") as f:
+        pos = _aligned(f, path, start)
+        f.seek(pos)
+        for raw in f:
+            body = raw[3:] if pos == 0 and raw.startswith(b"\xef\xbb\xbf") else raw
+            offset = pos  # a BOM belongs to the first line, so that line still starts at 0
+            for k, line in enumerate(_decode_line(body, path)):
+                yield pos, offset, line, min(stop, pos) - start
+                offset += len(line.encode("utf-8")) + (len(raw) - len(body) if k == 0 else 0)
+            pos += len(raw)
+
+
+def _line_range(path: Path, start: int, stop: int) -> Iterator[tuple[int, str, int]]:
+    """Lines that start in [start, stop)."""
+    for raw_at, offset, line, done in _raw_lines(path, start, stop):
+        if raw_at >= stop:
+            return
+        yield offset, line, done
+
+
+def _paragraph_range(path: Path, start: int, stop: int) -> Iterator[tuple[int, str, int]]:
+    """Paragraphs (blocks between blank lines, as `_paragraphs`) whose first line starts in
+    [start, stop); the last one is read past `stop` to its end."""
+    with open(path, "rb") as f:
+        prev_blank = _previous_line_blank(f, path, _aligned(f, path, start))
+    block: list[str] = []
+    block_at = done = 0
+    for raw_at, offset, line, done in _raw_lines(path, start, stop):
+        if line.strip():
+            if not block:
+                if not prev_blank:  # the tail of a paragraph that began before `start`
+                    continue
+                if raw_at >= stop:
+                    return
+                block_at = offset
+            block.append(line.rstrip("\r\n"))
+        else:
+            prev_blank = True
+            if block:
+                yield block_at, "\n".join(block).strip(), done
+                block = []
+    if block:
+        yield block_at, "\n".join(block).strip(), done
