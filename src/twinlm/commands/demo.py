@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HELP = """The whole twinlm story in one command (about 10 minutes on 2 CPU cores): pretrain the nano
+HELP = """The whole twinlm story in one command (about 7.5 minutes on 2 CPU cores): pretrain the nano
 twins (recipe `nano`, all three phases) on the built-in synthetic world, show the encoder's
 predictions for masked world facts and the decoder's greedy continuation of a world prompt, then
 evaluate both twins on every comparison task (as `twinlm compare`, with a fine-tuning budget per
