@@ -71,6 +71,10 @@ def run(args) -> int:
               f"({cfg.seeds} seeds, {cfg.steps} fine-tuning steps"
               + "".join(f", {t} {n}" for t, n in cfg.task_steps.items()) + f", lr grid {cfg.lrs})", flush=True)
         compare([str(out)], cfg, out / "compare", overwrite=True)
+        # Measured: at nano scale the verdicts move between pretraining runs far more than between
+        # fine-tuning seeds (README, "Measured results").
+        print("\nnote: the spreads above are over fine-tuning seeds of this one pretraining run; at nano scale the "
+              "verdicts change between pretraining runs (try --set training.seed=N)", flush=True)
     return 0
 
 
