@@ -97,3 +97,31 @@ def test_cross_objective_models_and_benchmarks_get_their_own_lines():
     mteb = v["Encoders win retrieval (mteb/SciFact)"]
     assert mteb["verdict"] == "reproduced" and "one run" in mteb["spread"]
     assert "Decoders win generation" not in v  # no world choice task here: the benchmark line stands alone
+
+
+def test_several_pretraining_runs_pair_each_runs_twins_and_spread_the_gap_over_runs():
+    def run(name, enc_cls, dec_cls, enc_ret, dec_ret, converged=True):
+        enc = model(f"{name}/encoder", "encoder", classification=task("accuracy", [enc_cls - 0.001, enc_cls + 0.001]),
+                    retrieval=task("ndcg@10", [enc_ret - 0.001, enc_ret + 0.001], converged=converged))
+        dec = model(f"{name}/decoder", "decoder", classification=task("accuracy", [dec_cls - 0.001, dec_cls + 0.001]),
+                    retrieval=task("ndcg@10", [dec_ret - 0.001, dec_ret + 0.001]))
+        enc["run"] = dec["run"] = f"/runs/{name}"
+        return enc, dec
+
+    # Within each run the seeds agree closely; between runs the classification gap changes sign.
+    three = [*run("r1", 0.70, 0.65, 0.40, 0.30), *run("r2", 0.62, 0.66, 0.42, 0.30), *run("r3", 0.66, 0.65, 0.41, 0.30)]
+    v = verdicts(results(*three))
+    cls = v["Encoders win classification"]
+    assert cls["verdict"] == "inconclusive" and "over pretraining runs" in cls["detail"]
+    assert "r1 +0.050, r2 -0.040, r3 +0.010" in cls["detail"] and cls["gap"] == "+0.007"
+    assert "std over 3 pretraining runs" in cls["spread"]
+    ret = v["Encoders win retrieval"]
+    assert ret["verdict"] == "reproduced" and ret["gap"] == "+0.110" and ret["spread"] == "±0.010 (std over 3 pretraining runs)"
+    # Best encoder against best decoder over all runs would have picked r1's encoder and called it.
+    best = verdicts(results(three[0], three[3]))["Encoders win classification"]
+    assert best["verdict"] == "reproduced"
+
+    # A run whose fine-tuning did not converge makes the pooled finding inconclusive, naming it.
+    stuck = [*run("r1", 0.70, 0.65, 0.40, 0.30), *run("r2", 0.70, 0.65, 0.40, 0.30, converged=False)]
+    line = verdicts(results(*stuck))["Encoders win retrieval"]
+    assert line["verdict"] == "inconclusive" and "r2/encoder did not converge" in line["detail"]

@@ -15,7 +15,9 @@ seeds, the encoder-vs-decoder table with each task's winner and the size of the 
 per Ettin finding (encoders win classification and retrieval, decoders win generation,
 cross-objective models trail native ones, encoders choose the neutral pronoun more often):
 reproduced, not reproduced, or inconclusive (a fine-tuning run that did not converge, or a gap
-within the seeds' spread)."""
+within the seeds' spread). Given two or more run folders (or their results), each finding pairs
+every run's twins and states the mean gap with its standard deviation over the pretraining runs,
+the spread that decides at small scale."""
 
 
 def register(sub) -> None:

@@ -235,6 +235,38 @@ def _best(results: dict, task: str, architecture: str, origin: str = "native") -
     return max(found, key=lambda f: (f[1]["converged"] is not False, sign * f[1]["summary"]["mean"]))
 
 
+def twin_pairs(results: dict, task: str) -> dict[str, dict[str, tuple[str, dict]]]:
+    """Pretraining runs with both native twins scored on `task`: {run: {architecture: (name, entry)}}."""
+    runs: dict[str, dict] = {}
+    for m in results["models"].values():
+        if m.get("run") and m.get("origin", "native") == "native" and task in entries(m):
+            runs.setdefault(m["run"], {})[m["architecture"]] = (m["name"], entries(m)[task])
+    return {r: twins for r, twins in runs.items() if len(twins) == 2}
+
+
+def over_runs(task: str, pairs: dict, expected: str, settings: dict) -> dict:
+    """A finding over several pretraining runs: each run's twins against each other, the mean gap
+    and its standard deviation over the runs. The best model of each kind over all runs would
+    cherry-pick; at nano scale the between-run spread is what decides (README, the demo's runs)."""
+    other = "decoder" if expected == "encoder" else "encoder"
+    judged = {run: judge_pair(task, twins[expected], twins[other], settings) for run, twins in sorted(pairs.items())}
+    gaps = [j["gap"] for j in judged.values()]
+    mean = sum(gaps) / len(gaps)
+    std = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)) ** 0.5
+    stuck = [j["why"] for j in judged.values() if "did not converge" in j["why"]]
+    per_run = ", ".join(f"{Path(run).name} {j['gap']:+.3f}" for run, j in judged.items())
+    if stuck:
+        verdict, why = "inconclusive", "; ".join(stuck)
+    elif abs(mean) <= std:
+        verdict, why = "inconclusive", "the gap is within the spread over pretraining runs"
+    else:
+        verdict, why = ("reproduced" if mean > 0 else "not reproduced"), ""
+    metric = next(iter(judged.values()))["metric"]
+    return {"verdict": verdict, "detail": f"{metric} gap per run: {per_run}" + (f"; inconclusive: {why}" if why else ""),
+            "gap": f"{mean:+.3f}", "spread": f"±{std:.3f} (std over {len(gaps)} pretraining runs)",
+            "budget": next(iter(judged.values()))["budget"]}
+
+
 def findings(results: dict) -> list[dict]:
     """One line per Ettin finding (and per benchmark bearing on it): {"finding", "verdict",
     "detail", "gap", "spread", "budget"}; the verdict is reproduced / not reproduced / inconclusive."""
@@ -245,8 +277,13 @@ def findings(results: dict) -> list[dict]:
         other = "decoder" if expected == "encoder" else "encoder"
         chosen = [t for t in tasks if t in where or any(w.endswith("/") and t.startswith(w) for w in where)] or [where[0]]
         for task in chosen:
+            name = statement + ("" if task == where[0] else f" ({task})")
+            pairs = twin_pairs(results, task)
+            if len(pairs) >= 2:  # the twins of one run against each other, the gap's spread over runs
+                lines.append({"finding": name, **over_runs(task, pairs, expected, settings)})
+                continue
             j = judge_pair(task, _best(results, task, expected), _best(results, task, other), settings)
-            lines.append({"finding": statement + ("" if task == where[0] else f" ({task})"), **_describe(j)})
+            lines.append({"finding": name, **_describe(j)})
     crossed = [m for m in results["models"].values() if m.get("origin", "native") != "native"]
     if not crossed:
         lines.append({"finding": CROSS_FINDING, "verdict": "inconclusive", "detail": "not measured: no cross-objective "
