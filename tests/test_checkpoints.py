@@ -10,15 +10,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from twinlm.recipe import load_recipe
-from twinlm.train.pretrain import (
+from twinlm.train.checkpoints import (
     COMPLETE_FILE,
     STAGING,
     checkpoints,
     clean_incomplete,
     finish_work_folder,
-    pretrain,
     rotate_checkpoints,
 )
+from twinlm.train.pretrain import pretrain
 
 
 def _fake(work, step, complete=True):

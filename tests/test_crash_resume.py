@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from twinlm.recipe import load_recipe
-from twinlm.train.pretrain import COMPLETE_FILE, STAGING, pretrain
+from twinlm.train.checkpoints import COMPLETE_FILE, STAGING
+from twinlm.train.pretrain import pretrain
 
 # micro, shortened: 8 pretrain steps (checkpoints every 2) and 2 decay steps.
 SHORT = ["phases.pretrain.tokens=4096", "phases.decay.tokens=2048", "training.save_every=2"]

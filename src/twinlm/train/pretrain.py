@@ -42,6 +42,15 @@ from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
 from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
 from twinlm.train.card import write_model_card
+from twinlm.train.checkpoints import (
+    COMPLETE_FILE,
+    STAGING,
+    checkpoints,
+    clean_incomplete,
+    finish_work_folder,
+    rotate_checkpoints,
+    step_of,
+)
 from twinlm.train.heldout import heldout_loss, unigram_baseline
 from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
@@ -155,55 +164,6 @@ class PhaseTrainer(Trainer):
         os.replace(staged, final)
         t = self.recipe.training
         rotate_checkpoints(Path(self.args.output_dir), t.keep_last, t.keep_every)
-
-
-STAGING = ".staging"
-COMPLETE_FILE = "twinlm-checkpoint.json"  # written last, before the rename: the checkpoint is whole
-
-
-def step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[1])
-
-
-def checkpoints(work: Path) -> list[Path]:
-    """Complete intermediate checkpoints of a phase, oldest first (by step number, not name)."""
-    found = [p for p in work.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / COMPLETE_FILE).exists() and (p / "trainer_state.json").exists()]
-    return sorted(found, key=step_of)
-
-
-def rotate_checkpoints(work: Path, keep_last: int, keep_every: int = 0) -> list[Path]:
-    """Delete all but the newest `keep_last` checkpoints and those at multiples of `keep_every`;
-    returns the deleted folders. Steps compare as numbers: checkpoint-10000 is newer than -9000."""
-    done = checkpoints(work)
-    keep = set(done[-keep_last:]) if keep_last > 0 else set()
-    keep |= {p for p in done if keep_every and step_of(p) % keep_every == 0}
-    removed = [p for p in done if p not in keep]
-    for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
-    return removed
-
-
-def clean_incomplete(work: Path) -> list[Path]:
-    """Remove what a killed save left behind: the staging folder and any checkpoint folder
-    without its completion marker. Returns what was removed."""
-    done = set(checkpoints(work))
-    removed = [p for p in work.glob("checkpoint-*") if p not in done]
-    if (work / STAGING).exists():
-        removed.append(work / STAGING)
-    for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
-    return removed
-
-
-def finish_work_folder(work: Path, keep_every: int) -> None:
-    """At phase end the phase folder holds the weights: keep only the keep_every checkpoints
-    (whole: weights, tokenizer, optimizer and trainer state), drop the rest."""
-    clean_incomplete(work)
-    rotate_checkpoints(work, 0, keep_every)
-    for folder in (work, work.parent):  # <twin>/work/<phase>, then <twin>/work once nothing is kept
-        if folder.exists() and not any(folder.iterdir()):
-            folder.rmdir()
 
 
 SAMPLE_KEY = "sample_index"
