@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HELP = """The whole twinlm story in one command (about 7.5 minutes on 2 CPU cores): pretrain the nano
-twins (recipe `nano`, all three phases) on the built-in synthetic world, show the encoder's
+HELP = """The whole twinlm story in one command (about 7 minutes on 2 CPU cores): pretrain the nano
+twins (recipe `nano`, all three phases) on the built-in synthetic world (600 people), show the encoder's
 predictions for masked world facts and the decoder's greedy continuation of a world prompt, then
 evaluate both twins on every comparison task (as `twinlm compare`, with a fine-tuning budget per
 task sized so both twins' runs converge), write RUN/compare/report.html and print the
@@ -71,10 +71,11 @@ def run(args) -> int:
               f"({cfg.seeds} seeds, {cfg.steps} fine-tuning steps"
               + "".join(f", {t} {n}" for t, n in cfg.task_steps.items()) + f", lr grid {cfg.lrs})", flush=True)
         compare([str(out)], cfg, out / "compare", overwrite=True)
-        # Measured: at nano scale the verdicts move between pretraining runs far more than between
-        # fine-tuning seeds (README, "Measured results").
-        print("\nnote: the spreads above are over fine-tuning seeds of this one pretraining run; at nano scale the "
-              "verdicts change between pretraining runs (try --set training.seed=N)", flush=True)
+        # Measured: the retrieval and pronoun gaps change sign between pretraining runs, which
+        # fine-tuning seeds do not show (README, "Measured results").
+        print("\nnote: the spreads above are over fine-tuning seeds of this one pretraining run; at nano scale the retrieval "
+              "and pronoun verdicts change between pretraining runs. Pool several (--set training.seed=N, then "
+              "`twinlm compare RUN/compare/results.json ...`)", flush=True)
     return 0
 
 
