@@ -16,9 +16,9 @@ a fresh folder (runs/demo, runs/demo-2, ...) unless --out is given."""
 
 # The demo's fine-tuning budget per task, sized so that both nano twins' runs converge (the report
 # declares no winner from a run that did not; measurements in the README): on the 2,000-person
-# world at 40 steps
-# the encoder's retrieval loss stayed near ln(32) and the decoder's classification at ln(3); the
-# decoder's classification still stalls on some seeds at 120 steps. Two seeds keep the demo short.
+# world at 40 steps the encoder's retrieval loss stayed near ln(32) and the decoder's
+# classification at ln(3); the decoder's classification still stalled on some seeds at 120 steps.
+# Two seeds keep the demo short.
 DEMO_SEEDS = 2
 DEMO_STEPS = 240
 DEMO_TASK_STEPS = "retrieval=150"
