@@ -54,7 +54,7 @@ def _cpu_seconds() -> float:
 
 def timed_prepare(corpus: Path, tokenizer, out: Path, workers: int) -> tuple[float, int, object, float]:
     """(wall seconds, tokens, summary, CPU seconds of this process and its workers)."""
-    from twinlm.data.prepare import PrepareSettings, prepare
+    from twinlm.data.prepare.pipeline import PrepareSettings, prepare
 
     start, cpu = time.perf_counter(), _cpu_seconds()
     summary = prepare(str(corpus), tokenizer, out, PrepareSettings(), workers=workers, progress=False)

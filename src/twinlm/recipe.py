@@ -454,7 +454,7 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     return recipe
 
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def resolve_recipe_path(name_or_path: str, folder: Path = RECIPES_DIR, what: str = "recipe",

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from twinlm.align.bco_data import BCOCollator, encode_example, sequence_logps
-from twinlm.data.world import Person, World
+from twinlm.world.generator import Person, World
 
 
 def country_pairs(world: World, people: list[Person], seed: int = 0, confusion: bool = True) -> list[dict]:

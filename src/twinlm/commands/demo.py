@@ -100,7 +100,7 @@ def show_what_they_learned(recipe, out: Path, results) -> dict:
     from transformers.utils import logging as hf_logging
 
     from twinlm.data.corpus import world_of
-    from twinlm.data.world import masked_fact_probes
+    from twinlm.world.generator import masked_fact_probes
 
     hf_logging.disable_progress_bar()
     world = world_of(recipe)

@@ -85,7 +85,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from twinlm.data.prepare import merge, parse_shard
+    from twinlm.data.prepare.pipeline import merge, parse_shard
     from twinlm.errors import UserError
 
     if args.workers is not None and args.workers < 1:
@@ -104,7 +104,7 @@ def _run(args) -> int:
 
 
 def _prepare(args, shard):
-    from twinlm.data.prepare import PrepareSettings, plan_prepare, prepare
+    from twinlm.data.prepare.pipeline import PrepareSettings, plan_prepare, prepare
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.errors import UserError
 

@@ -15,7 +15,7 @@ def world_retrieval_ndcg(model, world, max_people: int | None = None, seed: int 
     """nDCG@10 (cosine) of a SentenceTransformer on the world's retrieval task."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from twinlm.data.world import retrieval_task
+    from twinlm.world.generator import retrieval_task
 
     people = world.people[:max_people] if max_people else world.people
     task = retrieval_task(world, people, seed=seed)

@@ -19,7 +19,7 @@ from typing import Any
 
 from twinlm.errors import UserError
 
-RECIPES = Path(__file__).resolve().parents[3] / "recipes" / "convert"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "convert"
 META_FILE = "llm2vec.json"
 
 
@@ -132,7 +132,7 @@ def extra_simcse_texts(cfg: LLM2VecConfig) -> list[str]:
     if not cfg.simcse_extra or not cfg.simcse_steps or not cfg.simcse_extra_count:
         return []
     if cfg.simcse_extra == WORLD_QUESTIONS:
-        from twinlm.data.world import unlabeled_questions
+        from twinlm.world.generator import unlabeled_questions
 
         return unlabeled_questions(cfg.simcse_extra_count, seed=cfg.seed)
     from twinlm.data.sources import load_texts

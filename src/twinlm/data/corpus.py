@@ -42,7 +42,7 @@ _FORMAT = 2  # bump when the cache's content changes (v2: share-based held-out s
 
 
 def world_of(recipe: Recipe):
-    from twinlm.data.world import WorldConfig, build_world
+    from twinlm.world.generator import WorldConfig, build_world
 
     return build_world(WorldConfig(**asdict(recipe.data.world)))
 

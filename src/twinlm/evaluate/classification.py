@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from twinlm.data.world import NLI_LABELS
 from twinlm.errors import UserError
+from twinlm.world.generator import NLI_LABELS
 
 REQUIRED = ("premise", "hypothesis", "label")
 

@@ -25,18 +25,18 @@ NOT_COMPARABLE = {"intrinsic"}
 
 def build_tasks(cfg: EvalConfig, world) -> dict:
     """Task objects for the config, from the world unless a data file replaces its data."""
-    from twinlm.data.world import (
+    from twinlm.evaluate.bias import BiasTask
+    from twinlm.evaluate.choice import ChoiceTask, read_choice_file
+    from twinlm.evaluate.classification import ClassificationTask, read_nli_file, split_rows
+    from twinlm.evaluate.intrinsic import IntrinsicTask
+    from twinlm.evaluate.retrieval import RetrievalTask, read_beir
+    from twinlm.world.generator import (
         bias_examples,
         multiple_choice,
         nli_examples,
         retrieval_pairs,
         retrieval_task,
     )
-    from twinlm.evaluate.bias import BiasTask
-    from twinlm.evaluate.choice import ChoiceTask, read_choice_file
-    from twinlm.evaluate.classification import ClassificationTask, read_nli_file, split_rows
-    from twinlm.evaluate.intrinsic import IntrinsicTask
-    from twinlm.evaluate.retrieval import RetrievalTask, read_beir
 
     train_people, heldout_people = world.split()
     tasks = {}

@@ -49,7 +49,7 @@ def _tables(recipe: FinetuneRecipe, world):
 
 
 def _label_names(recipe: FinetuneRecipe, train, test) -> list[str]:
-    from twinlm.data.world import NLI_LABELS
+    from twinlm.world.generator import NLI_LABELS
 
     if recipe.classify.labels:
         return list(recipe.classify.labels)

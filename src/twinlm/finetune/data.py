@@ -231,7 +231,7 @@ def world_for(settings, base_model: str, heldout: float | None = None):
 
     import yaml
 
-    from twinlm.data.world import WorldConfig, build_world
+    from twinlm.world.generator import WorldConfig, build_world
 
     if settings is None:
         card = Path(base_model) / "twinlm.yaml"
@@ -255,7 +255,7 @@ def recipe_world(recipe):
 def world_retrieval_rows(world, seed: int = 0, per_person: int = 4) -> list[dict[str, str]]:
     """(anchor, positive, negative) rows from the train people: a question, a rendering of the
     person's biography and another train person's biography."""
-    from twinlm.data.world import retrieval_pairs
+    from twinlm.world.generator import retrieval_pairs
 
     train_people, _ = world.split()
     pairs = retrieval_pairs(world, train_people, seed=seed, per_person=per_person)
@@ -300,7 +300,7 @@ def world_table(world, needs: LossColumns, seed: int = 0):
 
 def world_retrieval_eval(world) -> dict[str, dict]:
     """Held-out people's questions against every person's unseen rendering (BEIR-like dicts)."""
-    from twinlm.data.world import retrieval_task
+    from twinlm.world.generator import retrieval_task
 
     _, heldout = world.split()
     task = retrieval_task(world, world.people)
@@ -316,7 +316,7 @@ def world_nli(world, seed: int = 0):
     """(train, eval) NLI tables (sentence1, sentence2, label) from the train and held-out people."""
     import datasets
 
-    from twinlm.data.world import nli_examples
+    from twinlm.world.generator import nli_examples
 
     train_people, heldout = world.split()
 

@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from twinlm.data.world import WorldConfig, build_world, retrieval_task
     from twinlm.finetune.multivector import encode_multivectors, load_multivector
+    from twinlm.world.generator import WorldConfig, build_world, retrieval_task
 
     p = argparse.ArgumentParser(prog="python -m twinlm.finetune.index", description=main.__doc__)
     p.add_argument("model", help="a multi-vector model folder (`twinlm finetune multivector` output)")

@@ -136,7 +136,7 @@ def world_distillation(world, seed: int = 0, candidates: int = 4) -> tuple[list[
     """World rows (query, document_ids, scores) and their documents: each question with its
     person's biography and `candidates - 1` other train people's, scored by the world's known
     answer (1 for the right person, 0 otherwise): a stand-in for a teacher's scores."""
-    from twinlm.data.world import retrieval_pairs
+    from twinlm.world.generator import retrieval_pairs
 
     train_people, _ = world.split()
     pairs = retrieval_pairs(world, train_people, seed=seed, per_person=2)

@@ -87,8 +87,8 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
         pairs = match_columns(pairs, LossColumns(("query", "positive")), recipe.columns, "mining", repr(recipe.train_data))
         pairs = pairs.rename_column("query", "anchor")
     else:
-        from twinlm.data.world import retrieval_pairs
-        from twinlm.data.world_vocab import QUESTIONS
+        from twinlm.world.generator import retrieval_pairs
+        from twinlm.world.vocab import QUESTIONS
 
         w = world()
         train_people, _ = w.split()

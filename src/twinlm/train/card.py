@@ -31,7 +31,7 @@ def write_model_card(path: Path, twin: str, recipe: Recipe, results, num_params:
         + (f", mask ratio {p.mask_ratio}" if twin == "encoder" else "")
         for p in recipe.phases
     )
-    source = recipe.data.source or "the built-in synthetic world (twinlm.data.world)"
+    source = recipe.data.source or "the built-in synthetic world (twinlm.world.generator)"
     text = f"""---
 library_name: transformers
 pipeline_tag: {task}

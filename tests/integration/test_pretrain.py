@@ -21,7 +21,7 @@ from twinlm.objectives import IGNORE
 from twinlm.recipe import load_recipe
 from twinlm.train.pretrain import STAGING, build_phase_trainer, checkpoints, pretrain
 
-TEST_DATA = Path(__file__).parent / "data"
+TEST_DATA = Path(__file__).parents[1] / "data"
 SAMPLE = "Nadia Greco was born in Recife, Brazil."
 
 

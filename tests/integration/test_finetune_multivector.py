@@ -68,8 +68,8 @@ def test_encode_and_search_find_the_person(colbert, micro_world, tmp_path):
 
 
 def test_distillation_rows_resolve_ids_and_check_them():
-    from twinlm.data.world import WorldConfig, build_world
     from twinlm.finetune.multivector import resolve_distillation, world_distillation
+    from twinlm.world.generator import WorldConfig, build_world
 
     rows, docs = world_distillation(build_world(WorldConfig(num_people=20)), candidates=3)
     table = resolve_distillation(datasets.Dataset.from_list(rows), docs)
@@ -81,8 +81,8 @@ def test_distillation_rows_resolve_ids_and_check_them():
 
 
 def test_distillation_trains_from_document_ids(micro_run, tmp_path):
-    from twinlm.data.world import WorldConfig, build_world
     from twinlm.finetune import multivector
+    from twinlm.world.generator import WorldConfig, build_world
 
     rows, docs = multivector.world_distillation(build_world(WorldConfig(num_people=40)))
     datasets.Dataset.from_list(rows).to_json(str(tmp_path / "kd.jsonl"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BEIR = Path(__file__).parent / "data" / "beir_tiny"
+BEIR = Path(__file__).parents[1] / "data" / "beir_tiny"
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ def test_classification_finetune_lowers_the_loss_and_changes_the_body(micro_run,
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from twinlm.data.world import nli_examples
     from twinlm.evaluate.classification import ClassificationTask
+    from twinlm.world.generator import nli_examples
 
     train_people, held = micro_world.split()
     task = ClassificationTask(nli_examples(micro_world, train_people), nli_examples(micro_world, held), 64)
@@ -31,8 +31,8 @@ def test_classification_finetune_lowers_the_loss_and_changes_the_body(micro_run,
 
 
 def test_retrieval_on_a_beir_folder(micro_run, micro_world, tmp_path):
-    from twinlm.data.world import retrieval_pairs, retrieval_task
     from twinlm.evaluate.retrieval import RetrievalTask, read_beir
+    from twinlm.world.generator import retrieval_pairs, retrieval_task
 
     people = micro_world.people[:24]
     coll = retrieval_task(micro_world, people)

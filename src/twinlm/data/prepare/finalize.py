@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinlm.data.prepare_units import PROGRESS, UNITS, RollingShards, unit_dir, write_json
+from twinlm.data.prepare.units import PROGRESS, UNITS, RollingShards, unit_dir, write_json
 from twinlm.data.store import ShardWriter, id_dtype, shard_names, write_index
 from twinlm.errors import UserError
 

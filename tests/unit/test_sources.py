@@ -14,7 +14,7 @@ import pytest
 from twinlm.data.sources import describe_source, iter_texts, load_texts, source_fingerprint
 from twinlm.errors import UserError
 
-MDS = Path(__file__).parent / "data" / "mds"
+MDS = Path(__file__).parents[1] / "data" / "mds"
 EXPECTED = json.loads((MDS / "expected_texts.json").read_text(encoding="utf-8"))
 ROWS = [{"id": 1, "text": "first doc"}, {"id": 2, "text": ""}, {"id": 3, "text": "third doc"}]
 

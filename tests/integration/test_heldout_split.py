@@ -14,7 +14,7 @@ from twinlm.data.store import TokenStore, write_documents
 from twinlm.errors import UserError
 from twinlm.recipe import load_recipe
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 TEXTS = json.loads((DATA / "mds" / "expected_texts.json").read_text())
 
 

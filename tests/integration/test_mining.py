@@ -19,7 +19,7 @@ def dense(micro_run):
 
 @pytest.fixture(scope="module")
 def pairs(micro_world):
-    from twinlm.data.world import retrieval_pairs
+    from twinlm.world.generator import retrieval_pairs
 
     train, _ = micro_world.split()
     return datasets.Dataset.from_list(retrieval_pairs(micro_world, train[:40], per_person=1))

@@ -60,7 +60,7 @@ def test_bias_counts_follow_a_rigged_output_layer(twins, micro_world, architectu
         output[..., she] += 60.0
         return output
 
-    examples = [e for e in __import__("twinlm.data.world", fromlist=["x"]).bias_examples(micro_world)][:12]
+    examples = [e for e in __import__("twinlm.world.generator", fromlist=["x"]).bias_examples(micro_world)][:12]
     task = BiasTask(examples)
     handle = model.get_output_embeddings().register_forward_hook(prefer_she)
     try:

@@ -36,8 +36,8 @@ def test_training_improves_reranking(micro_run, tmp_path):
 
 
 def test_world_rows_cover_every_question_with_other_peoples_negatives(micro_world):
-    from twinlm.data.world_vocab import QUESTIONS
     from twinlm.finetune import rerank
+    from twinlm.world.vocab import QUESTIONS
 
     recipe = load_finetune_recipe(None, "rerank", [], {"base_model": "unused"})
     table = rerank.training_rows(recipe, lambda: micro_world)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import twinlm
-from test_prepare import WORDS, flat
 from twinlm.cli import main
 from twinlm.data.corpus import is_prepared
 from twinlm.data.tokenizer import train_tokenizer
+from unit.test_prepare import WORDS, flat
 
 
 def _children(pid: int) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 
 from twinlm.cli import main
 from twinlm.data.corpus import is_prepared
-from twinlm.data.prepare import PrepareSettings, merge, parse_shard, prepare
+from twinlm.data.prepare.pipeline import PrepareSettings, merge, parse_shard, prepare
 from twinlm.data.source_pieces import read_piece, source_pieces
 from twinlm.data.sources import iter_texts
 from twinlm.data.store import TokenStore
@@ -224,7 +224,7 @@ def test_help_explains_the_three_forms(capsys):
     assert "--tokenizer" in out and "--merge" in out and "--shard" in out and "resum" in out.lower()
 
 
-MDS = Path(__file__).parent / "data" / "mds"
+MDS = Path(__file__).parents[1] / "data" / "mds"
 
 
 def _source_kinds(tmp_path: Path) -> dict[str, tuple[str, dict]]:
@@ -319,7 +319,7 @@ def test_one_progress_bar_with_total(tmp_path, tok, capsys):
 def test_pretokenized_streams_are_copied_as_they_are(tmp_path, tok):
     """Runs once data-core's reader (and its fixture copy) is merged; skipped before."""
     pretokenized = pytest.importorskip("twinlm.data.pretokenized")
-    source = Path(__file__).parent / "data" / "mds-pretokenized" / "train"
+    source = Path(__file__).parents[1] / "data" / "mds-pretokenized" / "train"
     if not source.is_dir():
         pytest.skip("tests/data/mds-pretokenized is not in this tree")
     expected = [d.tolist() for d in pretokenized.iter_token_documents(str(source))]

@@ -18,7 +18,7 @@ from twinlm.align.bco_trainer import STATE_FILE, BCOTrainer, bco_losses
 from twinlm.align.loading import load_decoder
 from twinlm.align.preference_task import country_pairs, preference_accuracy, unpaired_rows
 from twinlm.cli import main
-from twinlm.data.world import WorldConfig, build_world
+from twinlm.world.generator import WorldConfig, build_world
 
 
 def _rows(world, n=16, seed=0):

@@ -1,4 +1,4 @@
-"""Word lists and sentence templates for the synthetic world (see `twinlm.data.world`).
+"""Word lists and sentence templates for the synthetic world (see `twinlm.world.generator`).
 
 Kept apart from the generator so the logic stays short. Rules the lists follow, because the
 tasks rely on them: city and country names are single words (one mask slot can hold a country);

@@ -12,7 +12,7 @@ from twinlm.data import mds
 from twinlm.data.mds import MDSDataset, is_mds_folder
 from twinlm.errors import UserError
 
-FIXTURE = Path(__file__).parent / "data" / "mds"
+FIXTURE = Path(__file__).parents[1] / "data" / "mds"
 EXPECTED = json.loads((FIXTURE / "expected_texts.json").read_text(encoding="utf-8"))
 
 

@@ -1,5 +1,5 @@
 """One unit of `twinlm prepare`'s work: the layout of units over a source, and the worker that
-tokenizes a unit into its own shards and records it (see `twinlm.data.prepare`)."""
+tokenizes a unit into its own shards and records it (see `twinlm.data.prepare.pipeline`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from twinlm.data.store import ShardWriter
 from twinlm.errors import UserError
 
 if TYPE_CHECKING:
-    from twinlm.data.prepare import PrepareSettings
+    from twinlm.data.prepare.pipeline import PrepareSettings
 
 UNITS, PROGRESS = ".units", ".progress"
 TOKENIZE_BATCH = 256

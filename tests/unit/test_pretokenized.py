@@ -13,7 +13,7 @@ import pytest
 from twinlm.data.pretokenized import check_framing, iter_token_documents, probe_source
 from twinlm.errors import UserError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 TREE = DATA / "mds-pretokenized"
 TEXTS = json.loads((DATA / "mds" / "expected_texts.json").read_text())
 LEAF = "split_0-tokenized-chunked-1024-512-128-backfill-nodups"

@@ -3,8 +3,9 @@ from collections import Counter
 
 import pytest
 
-from twinlm.data import world_vocab as vocab
-from twinlm.data.world import (
+from twinlm.errors import UserError
+from twinlm.world import vocab
+from twinlm.world.generator import (
     MASK_SLOT,
     NLI_LABELS,
     WorldConfig,
@@ -18,7 +19,6 @@ from twinlm.data.world import (
     retrieval_task,
     unlabeled_questions,
 )
-from twinlm.errors import UserError
 
 
 @pytest.fixture(scope="module")

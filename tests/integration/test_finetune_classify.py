@@ -42,7 +42,7 @@ def _reloaded(folder, inputs) -> list[str]:
 
 
 def test_single_text_classifier_learns_and_reloads(micro_run, micro_world, tmp_path):
-    from twinlm.data.world_vocab import QUESTIONS
+    from twinlm.world.vocab import QUESTIONS
 
     rng = random.Random(0)
     rows = [{"question": rng.choice(QUESTIONS[attr]).format(name=p.name), "asks": attr}

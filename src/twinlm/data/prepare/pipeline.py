@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from twinlm.data import source_pieces
-from twinlm.data.prepare_finalize import META, Summary, finalize
-from twinlm.data.prepare_units import (
+from twinlm.data.prepare.finalize import META, Summary, finalize
+from twinlm.data.prepare.units import (
     IDS_COLUMN,
     MIB,
     auto_unit_bytes,

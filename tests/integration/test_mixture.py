@@ -99,7 +99,7 @@ def test_a_pretokenized_mixture_trains_and_its_first_lines_show_the_shares(micro
     from twinlm.recipe import recipe_from_dict
     from twinlm.train.pretrain import build_phase_trainer, pretrain
 
-    tree = Path(__file__).parent / "data" / "mds-pretokenized"
+    tree = Path(__file__).parents[1] / "data" / "mds-pretokenized"
     code, web = sorted(str(p.parent) for p in tree.rglob("index.json"))
     base = json.loads(json.dumps(load_recipe("micro").to_dict()))
     base["phases"] = [{**base["phases"][0], "tokens": 2048, "seq_len": 32, "warmup_tokens": 256,

@@ -13,8 +13,8 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from twinlm.data import world_vocab as vocab
 from twinlm.errors import UserError
+from twinlm.world import vocab
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 MASK_SLOT = "[MASK_SLOT]"
@@ -92,7 +92,7 @@ class WorldConfig:
             raise bad("biographies_per_person", "between 1 and 4")
 
 
-# The facts each biography sentence group states (templates in world_vocab.BIOGRAPHY).
+# The facts each biography sentence group states (templates in vocab.BIOGRAPHY).
 _GROUP_ATTRS = {
     "birth": ("birth_date", "birth_city", "country"),
     "education": ("university", "field"),

@@ -14,7 +14,7 @@ import torch
 from twinlm.cli import main
 from twinlm.errors import UserError
 
-TEST_DATA = Path(__file__).parent / "data"
+TEST_DATA = Path(__file__).parents[1] / "data"
 
 TASKS = ["world_facts.yaml", "world_yesno.yaml"]
 NAMES = ["twinlm_world_facts", "twinlm_world_yesno"]

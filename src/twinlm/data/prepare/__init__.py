@@ -1,0 +1,1 @@
+"""`twinlm prepare`: a corpus becomes a prepared folder of sharded token stores."""
