@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench bench-data lint clean
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_throughput.py
+
+bench-data: $(STAMP)
+	$(BIN)/python benchmarks/data_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
