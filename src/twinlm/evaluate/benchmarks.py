@@ -127,15 +127,17 @@ class ProgressLine:
         return seconds
 
 
-def _harness_model(model: dict, scoring: str, batch_size: int, progress):
-    """(the harness's LM instance, its registry name, the model_args that rebuild it)."""
+def _harness_model(model: dict, scoring: str, batch_size: int, progress, add_bos_token: bool | None = None):
+    """(the harness's LM instance, its registry name, the model_args that rebuild it).
+    `add_bos_token`: None leaves each model class's own default (HFLM: the tokenizer's)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    bos = {} if add_bos_token is None else {"add_bos_token": add_bos_token}
     if model["architecture"] == "decoder":
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=model["path"], batch_size=batch_size, device=device)
+        lm = HFLM(pretrained=model["path"], batch_size=batch_size, device=device, **bos)
         call = lm._model_call
 
         def counted(inps, *args, **kwargs):  # the harness's bars are off: count its forward passes
@@ -152,14 +154,15 @@ def _harness_model(model: dict, scoring: str, batch_size: int, progress):
             return loglikelihood(requests, *args, **kwargs)
 
         lm.loglikelihood = announced
-        return lm, "hf", f"pretrained={model['path']}"
+        return lm, "hf", f"pretrained={model['path']}" + "".join(f",{k}={v}" for k, v in bos.items())
     import twinlm.evaluate.lm_eval_encoder  # noqa: F401  (registers twinlm-encoder with the harness)
     from twinlm.evaluate.lm_eval_encoder import EncoderLM
 
     offset = model.get("prediction_offset", 0)
     lm = EncoderLM(model["path"], scoring=scoring, prediction_offset=offset, batch_size=batch_size, device=device,
-                   progress=progress)
-    args = f"pretrained={model['path']},scoring={scoring}" + (f",prediction_offset={offset}" if offset else "")
+                   progress=progress, **bos)
+    args = (f"pretrained={model['path']},scoring={scoring}" + (f",prediction_offset={offset}" if offset else "")
+            + "".join(f",{k}={v}" for k, v in bos.items()))
     return lm, "twinlm-encoder", args
 
 
@@ -184,7 +187,7 @@ def _write_samples(folder: Path, task: str, samples: list[dict]) -> None:
 
 
 def run_lm_eval(model: dict, plan: LmEvalPlan, scoring: str = "ettin", batch_size: int = 8,
-                limit: int | None = None, out: Path | None = None) -> dict:
+                limit: int | None = None, out: Path | None = None, add_bos_token: bool | None = None) -> dict:
     """{"lm_eval": {task: {"acc", "acc_norm", ..., "n", "harness", "model", "model_args"}}}: the
     harness's own `simple_evaluate` on a model instance; per-item scores to out/lm_eval/<model>/."""
     import lm_eval
@@ -192,7 +195,7 @@ def run_lm_eval(model: dict, plan: LmEvalPlan, scoring: str = "ettin", batch_siz
 
     label = f"  [{model['name']}] lm-eval " + ("" if model["architecture"] == "decoder" else f"({scoring}) ") + ", ".join(plan.tasks)
     line = ProgressLine(label)
-    lm, registry_name, model_args = _harness_model(model, scoring, batch_size, line)
+    lm, registry_name, model_args = _harness_model(model, scoring, batch_size, line, add_bos_token)
     results = _quietly(lambda: simple_evaluate(model=lm, tasks=plan.tasks, task_manager=plan.manager, limit=limit,
                                                log_samples=True))
     seconds = line.close()
