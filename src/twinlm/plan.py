@@ -49,9 +49,19 @@ class PhasePlan:
 
 
 def vocab_size_of(recipe: Recipe) -> int:
-    """The recipe's vocabulary without loading anything: Ettin's 50,368 for a reused
-    tokenizer (the common case; the real size is used at training time), else the trained size."""
-    if recipe.tokenizer.name_or_path:
+    """The recipe's vocabulary without loading anything: an init checkpoint's (from its local
+    config.json), else Ettin's 50,368 for a reused tokenizer or an init checkpoint on the hub (the
+    common case; the real size is used at training time), else the trained size."""
+    import json
+    from pathlib import Path
+
+    init = recipe.init
+    for spec in (init.encoder, init.decoder, init.run and str(Path(init.run) / "encoder")):
+        try:
+            return int(json.loads((Path(spec) / "config.json").read_text())["vocab_size"])
+        except (TypeError, OSError, ValueError, KeyError):
+            continue
+    if recipe.tokenizer.name_or_path or init.given():
         return 50_368
     from twinlm.models import padded_vocab
 

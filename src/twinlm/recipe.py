@@ -211,11 +211,17 @@ class TrainingConfig:
     heldout_tokens: int = 262_144  # held-out evaluation budget per phase end (tokens read)
     compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile)
     dataloader_workers: int = 0  # DataLoader worker processes per rank
+    # Memory one process may use, in GB: micro_batch: auto picks the largest micro-batch whose
+    # estimate (twinlm.train.memory) fits, and a phase that cannot fit at micro-batch 1 is refused
+    # when the run starts. None: the device's (GPU memory, or physical RAM on CPU).
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("loss_chunk", "dataloader_workers"):
             if getattr(self, key) < 0:
                 raise UserError(f"training.{key} must be >= 0, got {getattr(self, key)}")
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise UserError(f"training.memory_gb must be > 0 (or empty for the device's), got {self.memory_gb}")
         if self.heldout_tokens < 1:
             raise UserError(f"training.heldout_tokens must be >= 1, got {self.heldout_tokens}")
         if self.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
@@ -257,6 +263,27 @@ def _check_micro_batch(value: int | str, where: str) -> int | str:
 
 
 @dataclass
+class InitConfig:
+    """Continued pretraining: where the twins' starting weights come from (None: random weights).
+
+    Weights only: every phase still starts a fresh optimizer and LR schedule, as Ettin's phase
+    changes did. The tokenizer is the checkpoint's unless `tokenizer.name_or_path` names one, which
+    must then match it (twinlm.train.init checks shape, vocabulary and special tokens up front)."""
+
+    run: str | None = None  # a twinlm run folder: both twins from <run>/encoder and <run>/decoder
+    encoder: str | None = None  # a hub id, a local HF folder (ModernBertForMaskedLM) or a phase checkpoint
+    decoder: str | None = None  # likewise, a ModernBertDecoderForCausalLM
+
+    def __post_init__(self) -> None:
+        if self.run and (self.encoder or self.decoder):
+            raise UserError("init.run names both twins' checkpoints; set it or init.encoder / init.decoder, "
+                            "not both")
+
+    def given(self) -> bool:
+        return bool(self.run or self.encoder or self.decoder)
+
+
+@dataclass
 class Recipe:
     """Everything that defines a twin pretraining run."""
 
@@ -266,6 +293,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     phases: list[Phase] = field(default_factory=lambda: [Phase()])
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def check(self) -> None:
         """Cross-field checks, run at load time."""

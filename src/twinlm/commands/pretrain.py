@@ -15,7 +15,12 @@ steps' also after the phase ends (each a plain HF folder plus the Trainer state)
 staged and renamed into place with a completion marker, so one half-written at a crash is never
 resumed from. The micro-batch and gradient accumulation follow from the global batch and the
 number of processes (check a cluster size first with `twinlm plan RECIPE --gpus N`).
-Multi-process: torchrun --nproc_per_node N -m twinlm.cli pretrain ..."""
+Multi-process: torchrun --nproc_per_node N -m twinlm.cli pretrain ...
+
+Continued pretraining: --init starts the twins from checkpoints instead of random weights (weights
+only; every phase still starts a fresh optimizer and schedule). E.g. Ettin's decay phase on your
+data from the official pair:
+  twinlm pretrain ettin-150m-decay-continue --set data.source=my-prepared-data --out runs/decay"""
 
 
 def register(sub) -> None:
@@ -23,6 +28,13 @@ def register(sub) -> None:
     add_recipe_args(p)
     add_output_args(p, "run (models, checkpoints, metrics)")
     p.add_argument("--twins", default="encoder,decoder", help="which twins to train (default: encoder,decoder)")
+    p.add_argument(
+        "--init", action="append", default=[], metavar="SOURCE",
+        help="start from checkpoints: a twinlm run folder (both twins), or encoder=PATH and decoder=PATH "
+        "(repeatable), PATH a hub id, a local ModernBERT / ModernBertDecoder folder or a phase checkpoint "
+        "(RUN/encoder/phases/NAME); the recipe's init section does the same. The tokenizer is the "
+        "checkpoint's unless the recipe names one, which must match it",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last checkpoint")
     p.set_defaults(func=run)
 
@@ -32,11 +44,12 @@ def run(args) -> int:
 
     from twinlm.errors import UserError
     from twinlm.recipe import load_recipe
+    from twinlm.train.init import init_overrides
     from twinlm.train.pretrain import pretrain
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides + init_overrides(args.init))
     twins = [t.strip() for t in args.twins.split(",") if t.strip()]
     results = pretrain(recipe, args.out, twins=twins, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the summary once, from rank 0

@@ -52,9 +52,11 @@ from twinlm.train.checkpoints import (
     step_of,
 )
 from twinlm.train.heldout import heldout_loss, unigram_baseline
+from twinlm.train.init import load_init_model, resolve_init
 from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
+from twinlm.train.preflight import check_attention
 from twinlm.train.schedules import BatchSchedule, lr_multiplier, warmup_steps_for
 
 RECIPE_FILE = "twinlm.yaml"
@@ -258,6 +260,9 @@ def pretrain(
     if bad or not twins:
         raise UserError(f"--twins: unknown twin {bad[0] if bad else ''!r}; valid: encoder, decoder")
     state = process_state()
+    # Init checkpoints (continued pretraining) are checked against the recipe before any work.
+    check_attention(recipe)
+    recipe, init_sources = resolve_init(recipe, twins)
     for phase in recipe.phases:  # the cluster-size arithmetic, before any work
         split_batch(recipe, phase, state.num_processes)
     check_batch_warmup(recipe, state.num_processes)
@@ -278,18 +283,19 @@ def pretrain(
         print("\n".join(data_lines(recipe, stores)), flush=True)
     results = []
     for twin in twins:
-        results += _train_twin(recipe, out, twin, tokenizer, stores, callbacks)
+        results += _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init_sources.get(twin))
     return results
 
 
-def _train_twin(recipe, out, twin, tokenizer, stores, callbacks) -> list[PhaseResult]:
+def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> list[PhaseResult]:
     state = process_state()
     twin_dir = out / twin
     shape = recipe.model
     config = build_config(twin, shape, tokenizer, rope_theta=recipe.phases[0].rope_theta)
     if twin == "encoder":
         config.sparse_prediction = recipe.training.sparse_mlm_head
-    model = build_twin(twin, config, recipe.training.seed, recipe.training.attn_implementation)
+    attn = recipe.training.attn_implementation
+    model = load_init_model(init, config, attn) if init else build_twin(twin, config, recipe.training.seed, attn)
     results, step_offset, token_offset = [], 0, 0
     for phase in recipe.phases:
         phase_dir = twin_dir / "phases" / phase.name
