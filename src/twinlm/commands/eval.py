@@ -6,6 +6,7 @@ import argparse
 import contextlib
 
 from twinlm.commands.common import add_output_args
+from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
 
 HELP = """Evaluate MODEL on the comparison tasks: intrinsic (masked accuracy / perplexity on held-out
 text), classification (fine-tuned 3-way NLI head: accuracy, macro-F1), retrieval (fine-tuned
@@ -25,14 +26,17 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; a "
                    "model without a twinlm recipe runs only the tasks named here and the --lm-eval/--mteb benchmarks)")
-    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per learning rate (default: 3)")
-    p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3)")
-    p.add_argument("--steps", type=int, default=150, help="fine-tuning steps per run (default: 150)")
+    # Budget flags default to None so that --suite can tell "not given" (Ettin's sweep) from a value.
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds per learning rate (default: 3; --suite: Ettin's one, 42)")
+    p.add_argument("--lrs", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3; --suite: Ettin's "
+                   "sweep, 1e-5,3e-5,5e-5,8e-5,1e-4,3e-4)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps per run (default: 150; --suite: Ettin's epochs per task)")
     p.add_argument("--task-steps", help="per-task steps overriding --steps, e.g. retrieval=150,classification=60")
     p.add_argument("--task-lrs", help="per-task learning-rate grids overriding --lrs, e.g. retrieval=1e-3/3e-4")
-    p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default: 32)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per fine-tuning input (default: 128)")
-    p.add_argument("--max-items", type=int, default=400, help="cap on multiple-choice items and held-out texts (default: 400)")
+    p.add_argument("--batch-size", type=int, help="fine-tuning batch size (default: 32; --suite: Ettin's sweep, 16,32,64,128)")
+    p.add_argument("--max-length", type=int, help="tokens per fine-tuning input (default: 128; --suite: 512, Ettin's)")
+    p.add_argument("--max-items", type=int, help="cap on multiple-choice items and held-out texts (default: 400; "
+                   "--suite: items scored per task, default all)")
     p.add_argument("--pooling", default="auto", choices=["auto", "mean", "cls"],
                    help="encoder pooling for classification and retrieval (default auto: sentence-transformers' "
                    "default, i.e. a sentence-transformers model's own pooling, else mean; decoders: last token)")
@@ -50,20 +54,30 @@ def config_from_args(args):
     from twinlm.errors import UserError
     from twinlm.evaluate.config import TASK_NAMES, EvalConfig, parse_task_values
 
-    try:
-        lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
+    lrs = parse_lrs(args.lrs) if args.lrs is not None else [1e-4, 3e-4, 1e-3]
     named = args.tasks is not None
     cfg = EvalConfig(tasks=[t.strip() for t in (args.tasks if named else ",".join(TASK_NAMES)).split(",") if t.strip()],
-                     default_tasks=not named, seeds=args.seeds, lrs=lrs, steps=args.steps,
+                     default_tasks=not named, seeds=_given(args.seeds, 3), lrs=lrs, steps=_given(args.steps, 150),
                      task_steps=parse_task_values(args.task_steps, "--task-steps", many=False),
                      task_lrs=parse_task_values(args.task_lrs, "--task-lrs", many=True),
-                     batch_size=args.batch_size, max_length=args.max_length,
-                     max_items=args.max_items, pooling=args.pooling, nli_data=args.nli_data,
+                     batch_size=_given(args.batch_size, 32), max_length=_given(args.max_length, 128),
+                     max_items=_given(args.max_items, 400), pooling=args.pooling, nli_data=args.nli_data,
                      choice_data=args.choice_data, beir=args.beir, encoder_scoring=args.encoder_scoring)
     inputs = args.inputs if hasattr(args, "inputs") else [args.model]
     return fit_embedding_models(inputs, cfg, lm_eval=bool(getattr(args, "lm_eval", None)))
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def parse_lrs(text: str) -> list[float]:
+    from twinlm.errors import UserError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--lrs must be comma-separated numbers, got {text!r}") from None
 
 
 def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):
@@ -165,10 +179,15 @@ def register(sub) -> None:
                    "fine-tuning into one on its world's retrieval data. Main score nDCG@10 (graded, pytrec_eval). "
                    "Results: benchmarks.mteb in results.json")
     add_output_args(p, "results (results.json)")
+    add_suite_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_suite_flags(args)
+    if args.suite:
+        run_suite([args.model], args)
+        return 0
     from twinlm.evaluate.runner import format_table, write_json
     from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
 

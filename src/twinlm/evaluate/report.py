@@ -68,19 +68,27 @@ def charts(results: dict) -> dict[str, bytes]:
         plt.close(fig)
     for task in task_names(results):
         models = [m for m in results["models"].values() if task in m["tasks"]]
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(models) + 2), 3))
-        labels, means, stds, colours = [], [], [], []
+        # One axis per metric: the twins' primary metrics can differ (intrinsic: masked accuracy
+        # vs perplexity), and two metrics never share a scale.
+        by_metric: dict[str, list[dict]] = {}
         for m in models:
-            t = m["tasks"][task]
-            s = t["metrics"][t["primary"]]
-            trained = t.get("converged") is not False
-            labels.append(f"{m['name']}\n{t['primary']}" + ("" if trained else "\n(not converged)"))
-            means.append(s["mean"])
-            stds.append(s["std"])
-            colours.append(COLOURS.get(m["architecture"], "grey") if trained else "#cccccc")
-        ax.bar(range(len(models)), means, yerr=stds, capsize=4, color=colours)
-        ax.set_xticks(range(len(models)), labels, fontsize=8)
-        ax.set_title(f"{task} (mean ± std over seeds; grey: fine-tuning did not converge)")
+            by_metric.setdefault(m["tasks"][task]["primary"], []).append(m)
+        fig, axes = plt.subplots(1, len(by_metric), squeeze=False,
+                                 figsize=(sum(max(3, 1.2 * len(ms) + 1.5) for ms in by_metric.values()), 3))
+        for ax, (metric, group) in zip(axes[0], by_metric.items()):
+            labels, means, stds, colours = [], [], [], []
+            for m in group:
+                t = m["tasks"][task]
+                s = t["metrics"][metric]
+                trained = t.get("converged") is not False
+                labels.append(m["name"] + ("" if trained else "\n(not converged)"))
+                means.append(s["mean"])
+                stds.append(s["std"])
+                colours.append(COLOURS.get(m["architecture"], "grey") if trained else "#cccccc")
+            ax.bar(range(len(group)), means, yerr=stds, capsize=4, color=colours)
+            ax.set_xticks(range(len(group)), labels, fontsize=8)
+            ax.set_ylabel(metric)
+        fig.suptitle(f"{task} (mean ± std over seeds; grey: fine-tuning did not converge)", fontsize=10)
         out[f"{task}.png"] = _png(fig)
         plt.close(fig)
     return out
@@ -113,7 +121,7 @@ def entries(model: dict) -> dict[str, dict]:
         primary = next((k for k in BENCHMARK_PRIMARY if k in b["metrics"]), next(iter(b["metrics"]), None))
         if primary is not None:
             out[f"{group}/{task}"] = {"primary": primary, "summary": b["metrics"][primary], "converged": b["converged"],
-                                      "n": b["n"], "finetuned": group == "mteb", "budget": None, "best_lr": None,
+                                      "n": b["n"], "finetuned": group in ("mteb", "glue", "retrieval", "classification"), "budget": None, "best_lr": None,
                                       "stderr": b["stderr"].get(primary)}
     return out
 
@@ -176,10 +184,10 @@ def comparison_rows(results: dict) -> list[dict]:
 # Ettin's findings on its controlled comparison, each judged on these tasks (benchmarks of the
 # same kind are judged too, one line each): (statement, tasks, the architecture expected to win).
 FINDINGS = (
-    ("Encoders win classification", ("classification",), "encoder"),
-    ("Encoders win retrieval", ("retrieval", "mteb/"), "encoder"),
-    ("Decoders win generation", ("choice", "lm_eval/"), "decoder"),
-    ("Encoders choose the neutral pronoun more often", ("bias",), "encoder"),
+    ("Encoders win classification", ("classification", "glue/"), "encoder"),
+    ("Encoders win retrieval", ("retrieval", "mteb/", "retrieval/"), "encoder"),
+    ("Decoders win generation", ("choice", "lm_eval/", "generative/"), "decoder"),
+    ("Encoders choose the neutral pronoun more often", ("bias", "winogender/"), "encoder"),
 )
 CROSS_FINDING = "Cross-objective models trail native ones"
 # Tasks a converted model is held against its native twin on (bias measures a lean, not quality).
@@ -381,7 +389,12 @@ def render_markdown(results: dict, images: dict[str, str]) -> str:
         if row.get("reason"):
             winner += f" ({row['reason']})"
         lines.append(f"| {row['task']} | {metric} | " + " | ".join(cells) + f" | {winner} | {gap} |")
-    lines += ["", "## Settings", ""] + [f"- {s}" for s in _settings_lines(results)] + [""]
+    if "suite" in results:  # `--suite`: the paper's tables and the suite's own settings
+        from twinlm.evaluate.suite.tables import markdown as suite_tables
+
+        lines += ["", *suite_tables(results)]
+    else:
+        lines += ["", "## Settings", ""] + [f"- {s}" for s in _settings_lines(results)] + [""]
     lines += ["## All metrics", "", "```", results.get("table", ""), "```", ""]
     if "curves.png" in images:
         lines += ["## Pretraining loss", "", f"![pretraining loss]({images['curves.png']})", ""]

@@ -7,6 +7,16 @@ A part module exposes `TASKS` (task name -> what it needs) and three functions:
   the missing-data check made before any work;
 * `execute(run, model, settings) -> dict`: does one run and returns its record (`score` in the
   paper's scale, 0-100, plus whatever else the run measured), written by the suite as it ends.
+  `model` is an `evaluate.models.ModelRef` (name, architecture, path); `settings` a SuiteSettings.
+Optional:
+* `units(run, settings) -> int`: the run's work in some unit (training steps, items scored), so
+  the progress line's ETA and --dry-run's cost can weigh runs against each other (default 1);
+* `AVERAGED`: the tasks whose mean is the part's headline number (default: every task of TASKS;
+  the average is only reported when every one of them has a score);
+* `select(records) -> dict`: picks the task's reported result from its finished runs (default:
+  runs that differ only by seed are averaged, the best mean `select` (else `score`) wins).
+A record may carry `select` (the number the sweep is chosen on, when it is not `score`) and
+`metrics` ({name: value on the 0-100 scale}).
 """
 
 from __future__ import annotations
@@ -41,6 +51,32 @@ class SuiteRun:
 
 
 @dataclass
+class SuiteSettings:
+    """What every part reads. None means "the part's own default" (for GLUE: Ettin's sweep)."""
+
+    out: Path | None = None  # the suite's output folder; a part may keep files under out/<part>/
+    data_dir: Path | None = None  # --data-dir: offline mirrors in the hub layout (mirror.py)
+    skip_missing: bool = False
+    max_items: int | None = None  # cap on scored items (evaluation rows) per task
+    lm_eval_limit: int | None = None  # items per generative task (the harness's --limit)
+    lrs: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    steps: int | None = None  # fine-tuning steps per run, replacing the sweep's epochs
+    batch_sizes: tuple[int, ...] | None = None
+    max_length: int | None = None
+    pooling: str = "auto"  # encoders; decoders pool the last token
+    encoder_scoring: str = "ettin"  # how encoders score continuations (evaluate/scoring.py)
+    classification_data: tuple[str, ...] = ()  # extra text(/text_pair)/label datasets (files or hub ids)
+    spec: dict = field(default_factory=dict)  # {part: [tasks]} this suite runs (GLUE's second round needs MNLI's)
+
+    def fingerprint(self) -> dict:
+        """The settings a finished run's result depends on (a --resume must not change them)."""
+        keep = ("max_items", "lm_eval_limit", "lrs", "seeds", "steps", "batch_sizes", "max_length", "pooling",
+                "encoder_scoring")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+
+
+@dataclass
 class DataNeed:
     """A dataset a task reads: its hub id, config and split, and where a local mirror has it."""
 
@@ -48,3 +84,4 @@ class DataNeed:
     config: str | None
     split: str
     local: list[Path] = field(default_factory=list)  # the mirror's files, empty when read from the hub
+    rows: int | None = None  # counted in the mirror's files, when they are there

@@ -50,3 +50,38 @@ def load_split(hub_id: str, config: str | None, split: str, data_dir: Path | Non
         builder = BUILDERS[files[0].suffix]
         return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
     return datasets.load_dataset(hub_id, config, split=split)
+
+
+def find(hub_id: str, config: str | None, split: str, data_dir: Path | None):
+    """The split as a DataNeed: its mirror files and row count, or no files when it is missing
+    from the mirror (or no mirror is used: read from the hub)."""
+    from twinlm.evaluate.suite.base import DataNeed
+
+    try:
+        files = split_files(hub_id, config, split, data_dir)
+    except MissingData:
+        files = []
+    return DataNeed(hub_id, config, split, files, count_rows(files))
+
+
+def looked_in(need, data_dir: Path | None) -> str:
+    """Where a missing split was looked for, for the one-line error."""
+    return f"{folder_of(Path(data_dir), need.hub_id, need.config)}/{need.split}-*.parquet" if data_dir else "the hub"
+
+
+def count_rows(files: list[Path]) -> int | None:
+    """Rows in a mirror's files (parquet: from the footer, without reading the data)."""
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(path).metadata.num_rows
+        elif path.suffix == ".jsonl":
+            with path.open("rb") as f:
+                total += sum(1 for line in f if line.strip())
+        else:
+            return None  # csv with quoted newlines, json arrays: not worth parsing for an estimate
+    return total
