@@ -32,3 +32,14 @@ def micro_world():
     from twinlm.recipe import load_recipe
 
     return world_of(load_recipe("micro"))
+
+
+@pytest.fixture(scope="session")
+def glue_mirror():
+    """write_glue(root, tasks=..., rows=...): tiny GLUE splits in the hub layout (tests/glue_mirror.py)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from glue_mirror import write_glue
+
+    return write_glue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -26,3 +27,47 @@ def add_schedule_args(p: argparse.ArgumentParser, lr: float, batch_size: int = 8
     p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per device step (default {batch_size})")
     p.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+
+
+def parse_lrs(text: str) -> list[float]:
+    from twinlm.errors import UserError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--lrs must be comma-separated numbers, got {text!r}") from None
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples")
+    while the block runs: the evaluation prints one line per run with its ETA instead
+    (runner.Progress). tqdm is restored on exit, so nothing else in the process loses its bars."""
+    import warnings
+
+    import datasets
+    import tqdm.std
+    from transformers.utils import logging
+
+    hf_bars, ds_bars = logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    # sentence-transformers draws some bars with tqdm directly, with no switch to turn them off.
+    loud = tqdm.std.tqdm.__init__
+
+    def quiet(self, *a, **k):
+        loud(self, *a, **{**k, "disable": True})
+
+    tqdm.std.tqdm.__init__ = quiet
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        tqdm.std.tqdm.__init__ = loud
+        if hf_bars:
+            logging.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from twinlm.commands.common import add_output_args
-from twinlm.commands.eval import add_eval_args, config_from_args, quiet_libraries
+from twinlm.commands.common import add_output_args, quiet_libraries
+from twinlm.commands.eval import add_eval_args, config_from_args
 from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
 
 HELP = """Compare any number of models: twinlm run folders (both twins), model folders (for instance

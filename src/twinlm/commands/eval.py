@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
-from twinlm.commands.common import add_output_args
+from twinlm.commands.common import add_output_args, parse_lrs, quiet_libraries
 from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
 
 HELP = """Evaluate MODEL on the comparison tasks: intrinsic (masked accuracy / perplexity on held-out
@@ -51,7 +50,6 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from twinlm.errors import UserError
     from twinlm.evaluate.config import TASK_NAMES, EvalConfig, parse_task_values
 
     lrs = parse_lrs(args.lrs) if args.lrs is not None else [1e-4, 3e-4, 1e-3]
@@ -69,15 +67,6 @@ def config_from_args(args):
 
 def _given(value, default):
     return default if value is None else value
-
-
-def parse_lrs(text: str) -> list[float]:
-    from twinlm.errors import UserError
-
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--lrs must be comma-separated numbers, got {text!r}") from None
 
 
 def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):
@@ -121,41 +110,6 @@ def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=prin
         return cfg
     log(f"note: {what}: skipping {' and '.join(groups)}")
     return replace(cfg, tasks=keep)
-
-
-@contextlib.contextmanager
-def quiet_libraries():
-    """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples")
-    while the block runs: the evaluation prints one line per run with its ETA instead
-    (runner.Progress). tqdm is restored on exit, so nothing else in the process loses its bars."""
-    import warnings
-
-    import datasets
-    import tqdm.std
-    from transformers.utils import logging
-
-    hf_bars, ds_bars = logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    # sentence-transformers draws some bars with tqdm directly, with no switch to turn them off.
-    loud = tqdm.std.tqdm.__init__
-
-    def quiet(self, *a, **k):
-        loud(self, *a, **{**k, "disable": True})
-
-    tqdm.std.tqdm.__init__ = quiet
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            yield
-    finally:
-        tqdm.std.tqdm.__init__ = loud
-        if hf_bars:
-            logging.enable_progress_bar()
-        if ds_bars:
-            datasets.enable_progress_bars()
 
 
 def register(sub) -> None:

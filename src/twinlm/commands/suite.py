@@ -37,7 +37,7 @@ def add_suite_args(p: argparse.ArgumentParser, lm_eval_limit: bool = False) -> N
 def settings_from_args(args):
     from pathlib import Path
 
-    from twinlm.commands.eval import parse_lrs
+    from twinlm.commands.common import parse_lrs
     from twinlm.errors import UserError
     from twinlm.evaluate.suite.base import SuiteSettings
 
@@ -75,7 +75,7 @@ def run_suite(inputs: list[str], args, log=print) -> dict | None:
     """Plan (every error before any work), then --dry-run's listing, or run and report."""
     from pathlib import Path
 
-    from twinlm.commands.eval import quiet_libraries
+    from twinlm.commands.common import quiet_libraries
     from twinlm.evaluate.report import findings, write_report
     from twinlm.evaluate.suite import results as suite_results
     from twinlm.evaluate.suite.planner import describe, make_plan

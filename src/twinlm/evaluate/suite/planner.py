@@ -46,6 +46,8 @@ def make_plan(inputs: list[str], spec: str, settings: SuiteSettings) -> SuitePla
         refs, gone = resolve(spec_in)
         models += refs
         lacking += gone
+    if settings.classification_data and "classification" not in [s.strip().split(":")[0] for s in spec.split(",")]:
+        spec += ",classification"  # --classification-data names its tasks itself
     wanted = parse_spec(spec, settings)
     plan = SuitePlan(models, {}, missing=lacking)
     absent = []
@@ -63,6 +65,8 @@ def make_plan(inputs: list[str], spec: str, settings: SuiteSettings) -> SuitePla
         more = f" (and {len(absent) - 1} more task(s) with missing data)" if len(absent) > 1 else ""
         raise MissingData(f"{absent[0]}{more}; download it there, leave the task out of --suite, or pass --skip-missing")
     plan.skipped = absent
+    if not plan.spec:
+        raise MissingData(f"no task of --suite {spec} has its data: {absent[0]}" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
     settings.spec = plan.spec
     for ref in models:
         for part, tasks in plan.spec.items():

@@ -56,6 +56,9 @@ def parse_spec(spec: str, settings=None) -> dict[str, list[str]]:
         if task and task not in known:
             raise UserError(f"unknown task {task!r} of suite part {part}; its tasks: {', '.join(known) or '(none)'}")
         chosen = [task] if task else known
+        if not chosen:
+            raise UserError(f"suite part {part} has no tasks here" + (" (give --classification-data FILE_OR_HUB_ID)"
+                                                                      if part == "classification" else ""))
         wanted.setdefault(part, [])
         wanted[part] += [t for t in chosen if t not in wanted[part]]
     # A part's own order (GLUE: MNLI before the tasks that start from its checkpoint).
