@@ -1,0 +1,102 @@
+"""`twinlm eval/compare --suite` end to end on both micro twins, with GLUE mirrors the tests write
+in the hub layout: runs recorded as they end, MNLI's best checkpoint starting STS-B (regression),
+--resume re-running only what is missing, a changed setting refused, the paper-layout report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from twinlm.cli import main
+from twinlm.evaluate.suite import glue_tasks as G
+
+BUDGET = ["--lrs", "1e-3", "--steps", "2", "--batch-size", "4", "--max-length", "32"]
+
+
+def test_glue_metrics_and_the_average_follow_ettins_script():
+    mnli = G.metric_values(G.TASKS["mnli"], {"validation_matched": ([0, 1, 2, 2], [0, 1, 2, 0]),
+                                             "validation_mismatched": ([0, 1], [0, 0])})
+    assert mnli == {"accuracy_matched": 75.0, "accuracy_mismatched": 50.0}
+    assert G.scores(mnli, "accuracy_matched", G.TASKS["mnli"].averaged) == (75.0, 62.5)  # chosen on matched
+    mrpc = G.metric_values(G.TASKS["mrpc"], {"validation": ([1, 1, 0, 0], [1, 0, 0, 0])})
+    assert mrpc["accuracy"] == 75.0 and mrpc["f1"] == pytest.approx(200 / 3)
+    assert G.scores(mrpc, "accuracy", G.TASKS["mrpc"].averaged)[1] == pytest.approx((75 + 200 / 3) / 2)
+    stsb = G.metric_values(G.TASKS["stsb"], {"validation": ([0.0, 1.0, 2.0, 5.0], [0.1, 0.9, 2.5, 2.6])})
+    assert stsb["spearman"] == pytest.approx(100.0) and stsb["pearson"] < 100
+    assert G.scores(stsb, "spearman", G.TASKS["stsb"].averaged)[1] == pytest.approx(100.0)  # Pearson not averaged
+    cola = G.metric_values(G.TASKS["cola"], {"validation": ([1, 0, 1, 0], [0, 1, 0, 1])})
+    assert cola["matthews"] == pytest.approx(-100.0)  # (here, not in tests/unit: scipy and sklearn take seconds to import)
+
+
+def records(out):
+    return {p.name: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_glue_on_both_twins_resumes_only_what_is_missing(micro_run, glue_mirror, tmp_path, capsys):
+    mirror = glue_mirror(tmp_path / "mirror", tasks=("mnli", "stsb", "sst2"), rows=12, eval_rows=6)
+    out = tmp_path / "suite"
+    args = ["eval", str(micro_run), "--suite", "glue:stsb,glue:mnli,glue:sst2", "--data-dir", str(mirror), *BUDGET,
+            "--out", str(out)]
+    assert main(args) == 0
+    done = records(out)
+    assert len(done) == 6  # 3 tasks x 2 twins, one run each under this budget
+    by = {(r["run"]["model"].split("/")[-1], r["run"]["task"]): r for r in done.values()}
+    for twin in ("encoder", "decoder"):
+        stsb, mnli = by[(twin, "stsb")], by[(twin, "mnli")]
+        assert set(stsb["metrics"]) == {"pearson", "spearman"} and stsb["score"] == stsb["metrics"]["spearman"]
+        assert set(mnli["metrics"]) == {"accuracy_matched", "accuracy_mismatched"}
+        assert mnli["eval_rows"] == {"validation_matched": 6, "validation_mismatched": 6}
+        # STS-B started from the MNLI checkpoint kept for this twin, the best (here: only) MNLI run.
+        kept = json.loads((out / "glue" / "mnli-best" / f"{micro_run.name}_{twin}" / "best.json").read_text())
+        assert stsb["start"].endswith(f"mnli-best/{micro_run.name}_{twin}") and kept["run"] == mnli["key"]
+        config = json.loads((out / "glue" / "mnli-best" / f"{micro_run.name}_{twin}" / "config.json").read_text())
+        expected = "ModernBertForSequenceClassification" if twin == "encoder" else "ModernBertDecoderForSequenceClassification"
+        assert config["architectures"] == [expected]
+        assert by[(twin, "sst2")]["start"] == "pretrained" and by[(twin, "sst2")]["final_loss"] > 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 6
+    enc = results["models"][f"{micro_run.name}/encoder"]["suite"]["glue"]
+    assert enc["tasks"]["stsb"]["score"] == by[("encoder", "stsb")]["score"] and enc["average"] is None  # 3 of 8 tasks
+    report = (out / "report.md").read_text()
+    assert "### Encoder tasks (paper Table 3)" in report and f"| {micro_run.name}/decoder | decoder |" in report
+
+    # Cut off: one run's record is gone and another was being written. --resume runs just that one.
+    lost = next(name for name, r in done.items() if r["run"]["task"] == "stsb" and r["run"]["twin"] == "decoder")
+    (out / "runs" / lost).unlink()
+    (out / "runs" / (lost[:-5] + ".tmp")).write_text("{")
+    kept_files = {n: (out / "runs" / n).read_text() for n in done if n != lost}
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "resuming: 5 of 6 run(s) already done" in log and "run 1/1" in log and "glue:stsb" in log
+    assert sorted(records(out)) == sorted(done)
+    assert all((out / "runs" / n).read_text() == text for n, text in kept_files.items())
+
+    changed = list(args)
+    changed[changed.index("--steps") + 1] = "3"
+    assert main(changed + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "setting steps changed (2 when" in err and "3 now" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_all_of_glue_and_a_users_dataset_give_the_glue_average(micro_run, glue_mirror, tmp_path, capsys):
+    mirror = glue_mirror(tmp_path / "mirror", rows=12, eval_rows=6)
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps({"text": f"person likes music {i}", "label": ["good", "bad"][i % 2]}) + "\n"
+                            for i in range(20)))
+    out = tmp_path / "suite"
+    assert main(["compare", str(micro_run / "encoder"), str(micro_run / "decoder"), "--suite", "glue",
+                 "--classification-data", str(data), "--data-dir", str(mirror), *BUDGET, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for model in results["models"].values():
+        glue = model["suite"]["glue"]
+        assert len(glue["tasks"]) == 8
+        assert glue["average"] == pytest.approx(statistics.fmean(t["score"] for t in glue["tasks"].values()))
+        mnli = glue["tasks"]["mnli"]["metrics"]
+        assert glue["tasks"]["mnli"]["score"] == pytest.approx((mnli["accuracy_matched"] + mnli["accuracy_mismatched"]) / 2)
+        custom = model["suite"]["classification"]["tasks"]["reviews"]
+        assert set(custom["metrics"]) == {"accuracy", "macro_f1"}
+    assert "glue/average" in (out / "report.md").read_text()
