@@ -52,6 +52,7 @@ def settings_from_args(args):
     return SuiteSettings(
         data_dir=Path(args.data_dir) if args.data_dir else None, skip_missing=args.skip_missing,
         max_items=args.max_items, lm_eval_limit=getattr(args, "lm_eval_limit", None),
+        lm_eval_batch_size=getattr(args, "lm_eval_batch_size", 8),
         lrs=tuple(parse_lrs(args.lrs)) if args.lrs is not None else None,
         seeds=tuple(42 + i for i in range(args.seeds)) if args.seeds is not None else None,
         steps=args.steps, batch_sizes=(args.batch_size,) if args.batch_size is not None else None,

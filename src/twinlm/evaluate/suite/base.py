@@ -59,6 +59,7 @@ class SuiteSettings:
     skip_missing: bool = False
     max_items: int | None = None  # cap on scored items (evaluation rows) per task
     lm_eval_limit: int | None = None  # items per generative task (the harness's --limit)
+    lm_eval_batch_size: int = 8  # the harness's --batch_size (decoders); never changes a score
     lrs: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
     steps: int | None = None  # fine-tuning steps per run, replacing the sweep's epochs

@@ -54,7 +54,11 @@ def make_plan(inputs: list[str], spec: str, settings: SuiteSettings) -> SuitePla
     for part, tasks in wanted.items():
         module = load_part(part)
         for task in tasks:
-            needs = module.needs(task, settings)
+            try:
+                needs = module.needs(task, settings)
+            except MissingData as err:  # a part may raise instead of returning a need without files
+                absent.append(f"{part}:{task}: {str(err).split('; ')[0]}")
+                continue
             plan.needs[(part, task)] = needs
             gone = [n for n in needs if not n.local and (settings.data_dir is not None or hub_offline())]
             if gone:
