@@ -27,7 +27,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
-from twinlm.data.packing import TokenStore
+from twinlm.data.store import TokenStore
 from twinlm.models import build_config, build_twin, training_flops_per_token
 from twinlm.recipe import load_recipe
 from twinlm.train.metrics import default_peak_tflops

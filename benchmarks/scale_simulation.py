@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from twinlm.data.corpus import data_lines, phase_data
-from twinlm.data.mixture import MixtureDataset, phase_dataset
+from twinlm.data.sampling import MixtureDataset, phase_dataset
 from twinlm.data.store import shard_names, write_documents, write_index
 from twinlm.recipe import load_recipe
 

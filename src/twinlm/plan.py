@@ -156,7 +156,7 @@ def data_plan_lines(recipe: Recipe) -> list[str]:
     """Per phase: its streams, each one's planned and realized token share (the realized share is
     the planned one rounded to whole blocks of the phase), and, where a stream is prepared, its
     training and held-out documents and tokens. Sizes of unprepared sources are not read."""
-    from twinlm.data.mixture import _apportion
+    from twinlm.data.sampling import apportion
 
     lines = []
     for phase in recipe.phases:
@@ -172,7 +172,7 @@ def data_plan_lines(recipe: Recipe) -> list[str]:
             shares = [w / max(1, sum(weights)) for w in weights]
         else:
             shares = [None] * len(streams)
-        counts = _apportion(shares, samples) if None not in shares else [None] * len(streams)
+        counts = apportion(shares, samples) if None not in shares else [None] * len(streams)
         lines.append(f"data {phase.name}: {len(streams)} stream{'s' * (len(streams) != 1)}, "
                      f"{samples * phase.seq_len:,} tokens")
         for st, share, n, size in zip(streams, shares, counts, sizes):

@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from twinlm.data.corpus import prepare_stores
-from twinlm.data.packing import TokenStore, held_out_blocks
+from twinlm.data.sampling import held_out_blocks
+from twinlm.data.store import TokenStore
 from twinlm.objectives import IGNORE, mask_tokens
 from twinlm.recipe import load_recipe
 from twinlm.train.heldout import heldout_loss, sample_tokens, unigram_baseline

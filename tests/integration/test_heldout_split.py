@@ -98,7 +98,7 @@ def test_training_order_files_become_an_ordered_store_served_in_file_order(micro
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from twinlm.data.packing import BlockDataset
+    from twinlm.data.sampling import BlockDataset
 
     folder = tmp_path / "order" / "checkpoint_000001"
     folder.mkdir(parents=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinlm.data.mixture import Mixture, MixtureDataset, Stream, phase_dataset, share_lines
-from twinlm.data.packing import BlockDataset
+from twinlm.data.sampling import BlockDataset, Mixture, MixtureDataset, Stream, phase_dataset, share_lines
 from twinlm.data.store import TokenStore, write_documents
 from twinlm.errors import UserError
 from twinlm.recipe import load_recipe

@@ -16,7 +16,7 @@ import numpy as np
 
 import twinlm
 from twinlm.cli import main
-from twinlm.data.corpus import is_prepared
+from twinlm.data.prepare.format import is_prepared
 from twinlm.data.tokenizer import train_tokenizer
 from unit.test_prepare import WORDS, flat
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from twinlm.data.packing import BlockDataset, BlockOrder
+from twinlm.data.sampling import BlockDataset, BlockOrder
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 17, 63, 100, 1000, 2 * 16 * 1024 + 5])

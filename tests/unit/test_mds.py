@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zstandard
 
-from twinlm.data import mds
-from twinlm.data.mds import MDSDataset, is_mds_folder
+from twinlm.data.sources import mds
+from twinlm.data.sources.mds import MDSDataset, is_mds_folder
 from twinlm.errors import UserError
 
 FIXTURE = Path(__file__).parents[1] / "data" / "mds"

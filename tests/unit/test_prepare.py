@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from twinlm.cli import main
-from twinlm.data.corpus import is_prepared
-from twinlm.data.prepare.pipeline import PrepareSettings, merge, parse_shard, prepare
-from twinlm.data.source_pieces import read_piece, source_pieces
-from twinlm.data.sources import iter_texts
+from twinlm.data.prepare.format import PrepareSettings, is_prepared
+from twinlm.data.prepare.pipeline import merge, parse_shard, prepare
+from twinlm.data.sources.pieces import read_piece, source_pieces
+from twinlm.data.sources.text import iter_texts
 from twinlm.data.store import TokenStore
 from twinlm.data.tokenizer import document_ids, load_tokenizer, train_tokenizer
 from twinlm.errors import UserError
@@ -318,7 +318,7 @@ def test_one_progress_bar_with_total(tmp_path, tok, capsys):
 
 def test_pretokenized_streams_are_copied_as_they_are(tmp_path, tok):
     """Runs once data-core's reader (and its fixture copy) is merged; skipped before."""
-    pretokenized = pytest.importorskip("twinlm.data.pretokenized")
+    pretokenized = pytest.importorskip("twinlm.data.sources.ids")
     source = Path(__file__).parents[1] / "data" / "mds-pretokenized" / "train"
     if not source.is_dir():
         pytest.skip("tests/data/mds-pretokenized is not in this tree")

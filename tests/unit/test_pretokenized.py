@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from twinlm.data.pretokenized import check_framing, iter_token_documents, probe_source
+from twinlm.data.sources.ids import check_framing, iter_token_documents, probe_source
 from twinlm.errors import UserError
 
 DATA = Path(__file__).parents[1] / "data"

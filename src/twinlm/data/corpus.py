@@ -3,7 +3,7 @@
 A stream's `source` is one of:
 * a prepared folder (`twinlm prepare`: `prepare.json` complete, `train/`, `heldout/`): used as is,
   after checking that its ids belong to the recipe's tokenizer;
-* a pre-tokenized source (a stream with the `data.ids_column` column, see `pretokenized.py`): its
+* a pre-tokenized source (a stream with the `data.ids_column` column, see `sources/ids.py`): its
   ids are copied into a store in the cache, unchanged, one document per sample;
 * a text source: tokenized into the cache (small corpora; large ones go through `twinlm prepare`);
 * None: the built-in synthetic world.
@@ -11,9 +11,10 @@ Only a single process builds cache stores: a multi-process run (WORLD_SIZE > 1) 
 source stops with a one-line error, so that no rank waits at the process-group barrier while
 another tokenizes a large corpus.
 
-Held-out split (pre-tokenized and text sources built here): every 1/`heldout_share`-th document,
-starting with the first, until `heldout_max_documents` documents or `heldout_max_tokens` tokens
-are held out; a corpus whose held-out part exceeds 5% of its documents gets a warning.
+Held-out split (pre-tokenized and text sources built here): the rule `twinlm prepare` uses
+(`twinlm.data.heldout`, seeded by `data.heldout_seed`), so a corpus prepared with the same
+tokenizer, share, caps and seed holds out the same documents; a corpus whose held-out part
+exceeds 5% of its documents gets a warning.
 """
 
 from __future__ import annotations
@@ -22,61 +23,38 @@ import hashlib
 import itertools
 import json
 import os
-import warnings
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from twinlm.data.mixture import Mixture, Stream
-from twinlm.data.packing import tokenizer_fingerprint
+from twinlm.data.heldout import StreamSplit
+from twinlm.data.prepare.format import META, is_prepared
+from twinlm.data.sampling import Mixture, Stream, share_lines
+from twinlm.data.sources.ids import check_framing, probe_source, token_documents
+from twinlm.data.sources.pieces import iter_documents
+from twinlm.data.sources.resolve import source_fingerprint
+from twinlm.data.sources.text import iter_texts
 from twinlm.data.store import TokenStore, id_dtype, is_store, write_documents
-from twinlm.data.tokenizer import document_ids, for_twin, load_tokenizer, train_tokenizer
+from twinlm.data.tokenizer import (
+    document_ids,
+    for_twin,
+    load_tokenizer,
+    tokenizer_fingerprint,
+    train_tokenizer,
+)
 from twinlm.errors import UserError
 from twinlm.recipe import DataConfig, Phase, Recipe
 
-PREPARED = "prepare.json"
-HELDOUT_WARN_SHARE = 0.05
-_FORMAT = 2  # bump when the cache's content changes (v2: share-based held-out split, id copies)
+_FORMAT = 3  # bump when the cache's content changes (v3: the held-out rule of twinlm prepare)
 
 
 def world_of(recipe: Recipe):
     from twinlm.world.generator import WorldConfig, build_world
 
     return build_world(WorldConfig(**asdict(recipe.data.world)))
-
-
-class HeldOutSplit:
-    """Decides, document by document, what is held out (see the module docstring)."""
-
-    def __init__(self, data: DataConfig):
-        self.every = max(1, round(1 / data.heldout_share))
-        self.max_documents, self.max_tokens = data.heldout_max_documents, data.heldout_max_tokens
-        self.documents = self.tokens = self.seen = self.seen_tokens = 0
-
-    def take(self, size: int) -> bool:
-        """True if the next document (of `size` tokens, or characters for texts) is held out."""
-        k = self.seen
-        self.seen += 1
-        self.seen_tokens += size
-        if k % self.every or self.documents >= self.max_documents or self.tokens >= self.max_tokens:
-            return False
-        self.documents += 1
-        self.tokens += size
-        return True
-
-    def report(self, source: str) -> str:
-        train_docs, train_tokens = self.seen - self.documents, self.seen_tokens - self.tokens
-        line = (f"data {source}: training {train_docs:,} documents, {train_tokens:,} tokens; held-out "
-                f"{self.documents:,} documents, {self.tokens:,} tokens")
-        if self.seen and self.documents / self.seen > HELDOUT_WARN_SHARE:
-            msg = (f"{source}: {self.documents} of {self.seen} documents ({100 * self.documents / self.seen:.0f}%) "
-                   "are held out for evaluation, more than 5%: the corpus is small; lower data.heldout_share "
-                   "or add data")
-            warnings.warn(msg, UserWarning, stacklevel=3)
-            line += f" (warning: {100 * self.documents / self.seen:.0f}% of the documents held out)"
-        return line
 
 
 def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list[str]]:
@@ -91,19 +69,19 @@ def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list
         if data.max_documents:
             train = train[: data.max_documents]
         return iter(train), world.documents(heldout_people)
-    from twinlm.data.sources import iter_texts
+    # ~4 characters per token: the token cap is approximate for texts.
+    split = heldout_split(data, lambda text: len(text) // 4)
+    docs = iter_documents(source, text_column=data.text_column, split=data.split)
+    if data.max_documents:
+        docs = itertools.islice(docs, data.max_documents)
+    # The document the rule may take out of training at the end is kept back until then.
+    return split.training(docs, hold_back=True), split.heldout
 
-    stream = iter_texts(source, text_column=data.text_column, split=data.split)
-    split, heldout = HeldOutSplit(data), []
 
-    def train() -> Iterator[str]:
-        for text in itertools.islice(stream, data.max_documents) if data.max_documents else stream:
-            if split.take(len(text) // 4):  # ~4 characters per token: the cap is approximate for text
-                heldout.append(text)
-            else:
-                yield text
-
-    return train(), heldout
+def heldout_split(data: DataConfig, size) -> StreamSplit:
+    """The held-out rule with the recipe's settings; `size(document)` counts its tokens."""
+    return StreamSplit(data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens, data.heldout_seed,
+                       size)
 
 
 def source_key(recipe: Recipe, source: str | None) -> str:
@@ -111,11 +89,10 @@ def source_key(recipe: Recipe, source: str | None) -> str:
     if source is None:
         desc = {"world": asdict(data.world), "max_documents": data.max_documents}
     else:
-        from twinlm.data.sources import source_fingerprint
-
         desc = {"format": _FORMAT, "source": source_fingerprint(source, data.text_column, data.split),
                 "ids": data.ids_column, "max_documents": data.max_documents,
-                "heldout": [data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens]}
+                "heldout": [data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens,
+                            data.heldout_seed]}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,25 +125,13 @@ def _text_source_for_tokenizer(recipe: Recipe) -> str | None:
     return source
 
 
-def is_prepared(path: str | Path) -> bool:
-    """A complete prepared folder (written by `twinlm prepare`)."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / PREPARED).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(isinstance(meta, dict) and meta.get("complete")) and is_store(path / "train")
-
-
 def source_kind(recipe: Recipe, source: str) -> str:
     """'prepared', 'tokens' (pre-tokenized) or 'text'; UserError for a source that is neither."""
     if is_prepared(source):
         return "prepared"
-    if Path(source).is_dir() and (Path(source) / PREPARED).is_file():
-        raise UserError(f"{source} is an unfinished prepared folder (no \"complete\": true in {PREPARED}); "
+    if Path(source).is_dir() and (Path(source) / META).is_file():
+        raise UserError(f"{source} is an unfinished prepared folder (no \"complete\": true in {META}); "
                         "finish it with the same `twinlm prepare` command")
-    from twinlm.data.pretokenized import probe_source
-
     data = recipe.data
     return probe_source(source, data.ids_column, data.text_column, data.split).kind
 
@@ -175,7 +140,6 @@ def check_sources(recipe: Recipe, cache_dir: Path | None = None) -> None:
     """Fail on a missing, empty or column-less source before the output folder is touched. Every
     rank runs it, so a multi-process run on an unprepared source (no prepared folder, nothing in
     `cache_dir` from an earlier single-process run) stops on every rank at once, not at a barrier."""
-    from twinlm.data.sources import iter_texts
 
     sources = dict.fromkeys(st.source for p in recipe.phases for st in recipe.streams_of(p) if st.source)
     for source in sources:  # in phase order
@@ -210,7 +174,7 @@ def open_prepared(source: str | Path, tokenizer, tokenizer_name: str = "the reci
     """The stores of a prepared folder, after checking they fit `tokenizer` (ids below its
     vocabulary by every shard's max id; the same CLS/SEP ids when the folder records them)."""
     path = Path(source)
-    meta = json.loads((path / PREPARED).read_text())
+    meta = json.loads((path / META).read_text())
     train = TokenStore.open(path / "train")
     heldout = TokenStore.open(path / "heldout") if is_store(path / "heldout") else train
     tok_meta = meta.get("tokenizer") or {}
@@ -253,45 +217,56 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
     dtype = id_dtype(len(tokenizer))
     if source is None:  # the world: its own split (whole people held out)
         train, heldout = split_texts(recipe, None)
-        write_documents(_tokenized(heldout, tokenizer), heldout_path, dtype, fingerprint=key)
-        write_documents(_tokenized(train, tokenizer, progress=True), train_path, dtype, fingerprint=key)
+        write_documents(_ids(_tokenized(_unnamed(heldout), tokenizer)), heldout_path, dtype, fingerprint=key)
+        write_documents(_ids(_tokenized(_unnamed(train), tokenizer, progress=True)), train_path, dtype, fingerprint=key)
         return TokenStore.open(train_path), TokenStore.open(heldout_path)
-    from twinlm.data.pretokenized import check_framing, iter_token_documents, probe_source
-
     data = recipe.data
     probe = probe_source(source, data.ids_column, data.text_column, data.split)
     name = recipe.tokenizer.name_or_path or "the recipe's tokenizer"
     if probe.kind == "tokens":
         check_framing(probe, tokenizer, data.ids_column, data.split, tokenizer_name=name)
-        docs = iter_token_documents(probe, data.ids_column, data.split, len(tokenizer), name)
+        docs = token_documents(probe, data.ids_column, data.split, len(tokenizer), name)
         if data.max_documents:
             docs = itertools.islice(docs, data.max_documents)
         total = probe.num_samples(data.split)
         docs = _with_bar(docs, "copying token ids", min(total, data.max_documents or total) if total else None)
     else:
-        docs = _tokenized(_texts(recipe, source), tokenizer, progress=True)
-    split, held = HeldOutSplit(data), []
-
-    def training() -> Iterator[np.ndarray]:
-        for ids in docs:
-            if split.take(int(ids.size)):
-                held.append(ids)
-            else:
-                yield ids
-
+        docs = _tokenized(_documents(recipe, source), tokenizer, progress=True)
+    split = heldout_split(data, lambda ids: int(ids.size))
     extra = {"fingerprint": key, "source": str(source), "ordered": probe.ordered}
     tmp_train = folder / "train.partial"
     try:
-        write_documents(training(), tmp_train, dtype, **extra)
+        write_documents(split.training(docs), tmp_train, dtype, **extra)
     except ValueError as e:  # an id that does not fit the store's dtype
         raise UserError(f"data source {source!r}: {e}; the ids need a wider vocabulary than {name}'s") from None
-    if split.seen - split.documents < 1:
-        raise UserError(f"data source {source!r} has only {split.seen} document(s), all needed for held-out "
+    if split.documents - len(split.heldout) < 1:
+        raise UserError(f"data source {source!r} has only {split.documents} document(s), all needed for held-out "
                         "evaluation; add data")
-    write_documents(held, heldout_path, dtype, **extra)
+    if split.lowest is not None:  # a corpus whose hashes picked none: its lowest-hash document
+        _drop_document(tmp_train, split.lowest, dtype, extra)
+    write_documents(split.heldout, heldout_path, dtype, **extra)
     os.replace(tmp_train, train_path)
     print(split.report(str(source)), flush=True)
     return TokenStore.open(train_path), TokenStore.open(heldout_path)
+
+
+def _drop_document(folder: Path, k: int, dtype, extra: dict) -> None:
+    """Rewrite the store in `folder` without its document `k`."""
+    store = TokenStore.open(folder)
+
+    def documents() -> Iterator[np.ndarray]:
+        n = 0
+        for i in range(len(store.shards)):
+            offsets, tokens = store.document_offsets(i), store.shard_tokens(i)
+            for a, b in zip(offsets[:-1], offsets[1:]):
+                if n != k:
+                    yield np.asarray(tokens[a:b])
+                n += 1
+
+    rewritten = folder.with_name(folder.name + ".rewrite")
+    write_documents(documents(), rewritten, dtype, **extra)
+    shutil.rmtree(folder)
+    os.replace(rewritten, folder)
 
 
 def _with_bar(items, desc: str, total: int | None):
@@ -302,24 +277,31 @@ def _with_bar(items, desc: str, total: int | None):
         yield from bar
 
 
-def _texts(recipe: Recipe, source: str) -> Iterator[str]:
-    from twinlm.data.sources import iter_texts
-
+def _documents(recipe: Recipe, source: str) -> Iterator[tuple[str, int, str]]:
     data = recipe.data
-    stream = iter_texts(source, text_column=data.text_column, split=data.split)
-    return itertools.islice(stream, data.max_documents) if data.max_documents else stream
+    docs = iter_documents(source, text_column=data.text_column, split=data.split)
+    return itertools.islice(docs, data.max_documents) if data.max_documents else docs
 
 
-def _tokenized(texts, tokenizer, progress: bool = False, batch: int = 1000) -> Iterator[np.ndarray]:
+def _unnamed(texts) -> Iterator[tuple[str, int, str]]:
+    return (("", k, text) for k, text in enumerate(texts))
+
+
+def _ids(docs) -> Iterator[np.ndarray]:
+    return (ids for _, _, ids in docs)
+
+
+def _tokenized(docs, tokenizer, progress: bool = False, batch: int = 1000) -> Iterator[tuple[str, int, np.ndarray]]:
+    """(name, position, ids) of (name, position, text) documents, tokenized in batches."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="tokenizing", unit=" docs", leave=False)
-    it = iter(texts)
+    it = iter(docs)
     while chunk := list(itertools.islice(it, batch)):
-        for doc in document_ids(tokenizer, chunk):
-            yield np.asarray(doc, dtype=np.int64)
+        for (name, position, _), ids in zip(chunk, document_ids(tokenizer, [text for _, _, text in chunk])):
+            yield name, position, np.asarray(ids, dtype=np.int64)
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -348,8 +330,6 @@ def phase_data(recipe: Recipe, tokenizer, cache_dir: Path) -> dict[str, tuple[To
 def data_lines(recipe: Recipe, data: dict, phase: Phase | None = None) -> list[str]:
     """The run's first lines about its data: per phase, documents and tokens, packing efficiency
     and, for mixtures, each stream's planned and realized token share."""
-    from twinlm.data.mixture import share_lines
-
     lines = []
     for p in recipe.phases if phase is None else [phase]:
         train, heldout = data[p.name]

@@ -101,6 +101,32 @@ class ShardWriter:
                 "num_documents": self.num_documents, "max_token_id": self._max}
 
 
+class RollingShards:
+    """ShardWriters numbered first, first + 1, ... in one folder; a new one once `limit` tokens
+    are reached."""
+
+    def __init__(self, folder: Path, dtype, limit: int, first: int = 0):
+        self.folder, self.dtype, self.limit, self.first = folder, dtype, limit, first
+        self.entries: list[dict] = []
+        self._writer: ShardWriter | None = None
+
+    def add(self, ids: np.ndarray) -> tuple[int, int]:
+        """Append one document; returns (shard number, document number in that shard)."""
+        w = self._writer
+        if w is None or (w.num_tokens and w.num_tokens + len(ids) > self.limit):
+            if w is not None:
+                self.entries.append(w.close())
+            w = self._writer = ShardWriter(self.folder, self.first + len(self.entries), self.dtype)
+        w.add(ids)
+        return len(self.entries), w.num_documents - 1
+
+    def close(self) -> list[dict]:
+        if self._writer is not None:
+            self.entries.append(self._writer.close())
+            self._writer = None
+        return self.entries
+
+
 def write_documents(documents, folder: str | Path, dtype: np.dtype, shard_tokens: int = 1 << 28,
                     check=None, **extra) -> Path:
     """Write an iterable of id arrays as a complete store in `folder` (through `folder.tmp` and a

@@ -7,6 +7,8 @@ a prompt does not end in the end-of-document token and generation continues the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -99,3 +101,9 @@ def document_ids(tok: PreTrainedTokenizerBase, texts: list[str]) -> list[list[in
     """Token ids of whole documents, each framed as [CLS] ... [SEP] for packing (both twins)."""
     ids = tok(texts, add_special_tokens=False)["input_ids"]
     return [[tok.cls_token_id, *x, tok.sep_token_id] for x in ids]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the vocabulary and merges: equal fingerprints tokenize identically."""
+    state = tokenizer.backend_tokenizer.to_str() if tokenizer.is_fast else json.dumps(tokenizer.get_vocab())
+    return hashlib.sha256(state.encode()).hexdigest()[:16]

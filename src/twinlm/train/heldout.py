@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twinlm.data.packing import TokenStore, held_out_blocks
+from twinlm.data.sampling import held_out_blocks
+from twinlm.data.store import TokenStore
 from twinlm.objectives import IGNORE, mask_tokens
 from twinlm.packed import backbone_inputs, document_positions, mask_boundary_labels
 from twinlm.train.loss import shifted_targets

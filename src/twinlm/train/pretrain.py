@@ -26,8 +26,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
 from twinlm.data.corpus import check_sources, data_lines, phase_data, prepare_tokenizer
-from twinlm.data.mixture import phase_dataset
-from twinlm.data.packing import TokenStore
+from twinlm.data.sampling import phase_dataset
+from twinlm.data.store import TokenStore
 from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
 from twinlm.models import (

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from twinlm.data.prepare.units import PROGRESS, UNITS, RollingShards, unit_dir, write_json
-from twinlm.data.store import ShardWriter, id_dtype, shard_names, write_index
+from twinlm.data.heldout import pick_heldout
+from twinlm.data.prepare.format import META, PROGRESS, UNITS, unit_dir, write_json
+from twinlm.data.store import RollingShards, ShardWriter, id_dtype, shard_names, write_index
 from twinlm.errors import UserError
-
-META = "prepare.json"
 
 
 @dataclass
@@ -90,28 +89,19 @@ def _finalize(meta: dict, records: dict, parts: list[Path], out: Path, move: boo
     settings = meta["settings"]
     dtype = id_dtype(meta["tokenizer"]["vocab_size"])
     kept = _drop_after_bad_files(records, summary)
-    # Held-out: the candidates in hash order, up to heldout_max_documents and heldout_max_tokens.
-    candidates = sorted((h, u, c, records[u][1]["heldout"]["ordinals"][c])
-                        for u in kept for c, h in enumerate(records[u][1]["heldout"]["hashes"]))
-    take, budget = 0, settings.get("heldout_max_tokens") or float("inf")
-    for _, u, c, _ in candidates[:settings["heldout_max_documents"]]:
-        budget -= records[u][1]["heldout"]["tokens"][c]
-        if budget < 0:
-            break
-        take += 1
-    held, returned = candidates[:take], candidates[take:]
+    # The held-out rule (twinlm.data.heldout) over every unit's candidates.
+    candidates = [(h, (u, c, records[u][1]["heldout"]["ordinals"][c]), records[u][1]["heldout"]["tokens"][c])
+                  for u in kept for c, h in enumerate(records[u][1]["heldout"]["hashes"])]
     documents = sum(records[u][1]["documents"] for u in kept)
-    trained = sum(e["num_documents"] for u in kept for e in records[u][1]["train"]) + len(returned)
     if documents == 0:
         raise UserError(f"empty corpus: no usable text in '{meta['source']['source']}'")
-    if trained == 0:  # never all of a corpus: the highest-hash candidate trains
-        returned.append(held.pop())
+    pick = pick_heldout(candidates, documents, settings["heldout_share"], settings["heldout_max_documents"],
+                        settings.get("heldout_max_tokens"))
+    held = [(h, u, c, o) for h, (u, c, o), _ in pick.held]
+    returned = [(h, u, c, o) for h, (u, c, o), _ in pick.returned]
     lowest = None  # a training document to hold out after all: [hash, shard, doc, ordinal, unit]
-    if not held and documents >= 2 and settings["heldout_share"] > 0 and settings["heldout_max_documents"] > 0:
-        if returned:  # the lowest-hash candidate, even past the token cap
-            held.append(returned.pop(0))
-        else:
-            lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
+    if pick.lowest_training:
+        lowest = min((records[u][1]["lowest"] + [u] for u in kept if records[u][1]["lowest"]), key=lambda x: x[0])
     heldout_docs = sorted([(u, o, ("candidate", c)) for _, u, c, o in held]
                           + ([(lowest[4], lowest[3], ("train", lowest[1], lowest[2]))] if lowest else []))
     extra = {"tokenizer": meta["tokenizer"]["fingerprint"], "layout": meta["source"]["layout"],

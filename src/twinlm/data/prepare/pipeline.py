@@ -5,7 +5,7 @@ A prepared folder `P` holds `prepare.json` (tokenizer, source, settings; `"compl
 only once everything is written), `tokenizer/` (the tokenizer the ids belong to), and two token
 stores (`twinlm.data.store`): `train/` and `heldout/`.
 
-How the work is cut: the source is split into pieces (`source_pieces.source_pieces`: byte ranges of
+How the work is cut: the source is split into pieces (`twinlm.data.sources.pieces`: byte ranges of
 large text and JSON-lines files, parquet row groups, MDS shards, row ranges of save_to_disk
 folders, whole small files), consecutive pieces are grouped into units of about `unit_bytes`,
 and each unit is tokenized by one worker into its own shards under `P/.units/uNNNNNN/`. A unit is
@@ -15,11 +15,10 @@ depends on the source and the settings, never on the number of workers or machin
 final step (`finalize`) lays the units' shards out in unit order: the stores are the same
 whatever `--workers` or `--shard i/n` did the work.
 
-Held-out documents are chosen while writing: a document is a candidate when the hash of
-(seed, file name, position in the file) falls below `heldout_share`; at the end, the candidates
-with the smallest hashes, at most `heldout_max_documents`, form `heldout/` and the others are
-appended to `train/` as one last shard. Never all of a corpus: at least one document trains, and
-a corpus of two or more documents whose hashes picked none gives its lowest-hash document.
+Held-out documents follow the one rule of `twinlm.data.heldout`: each unit keeps its candidates
+(hash of seed, file name and position below `heldout_share`) apart while writing, and the final
+step picks the held-out split from all of them; candidates past the caps train after all, as
+one last shard of `train/`.
 """
 
 from __future__ import annotations
@@ -33,52 +32,38 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from twinlm.data import source_pieces
-from twinlm.data.prepare.finalize import META, Summary, finalize
-from twinlm.data.prepare.units import (
+from twinlm.data.prepare.finalize import Summary, finalize
+from twinlm.data.prepare.format import (
+    FORMAT,
     IDS_COLUMN,
+    LOCK,
+    META,
+    VERSION,
+    PrepareSettings,
+    layout_fingerprint,
+    read_meta,
+    record_path,
+    tokenizer_meta,
+    write_json,
+)
+from twinlm.data.prepare.units import (
     MIB,
     auto_unit_bytes,
-    layout_fingerprint,
     load_worker_tokenizer,
     plan_units,
     quiet_libraries,
-    record_path,
     run_unit,
     run_unit_task,
     worker_init,
-    write_json,
 )
+from twinlm.data.sources import ids as token_ids
+from twinlm.data.sources.pieces import Piece, source_columns, source_pieces
+from twinlm.data.sources.resolve import describe_source, source_fingerprint
 from twinlm.data.store import id_dtype
 from twinlm.errors import UserError
 
-FORMAT = "twinlm-prepared"
-VERSION = 1
-LOCK = ".lock"
-
-
-@dataclass
-class PrepareSettings:
-    """Everything that changes the prepared stores' content (part of the resume check)."""
-
-    text_column: str = "text"
-    split: str = "train"
-    shard_tokens: int = 2**27  # a unit's shards roll over past this many tokens
-    unit_bytes: int | None = None  # source bytes per unit of work; None: total/256, within 1-256 MiB
-    heldout_share: float = 0.005
-    heldout_max_documents: int = 2000
-    heldout_max_tokens: int = 2_000_000  # the held-out split also stops before this many tokens
-    seed: int = 42
-
-    def check(self) -> None:
-        if not 0.0 <= self.heldout_share < 1.0:
-            raise UserError(f"--heldout-share must be in [0, 1), got {self.heldout_share}")
-        if self.heldout_max_documents < 0 or self.heldout_max_tokens < 0:
-            raise UserError("--heldout-max-documents and --heldout-max-tokens must be >= 0")
-        if self.shard_tokens < 1:
-            raise UserError(f"--shard-tokens must be >= 1, got {self.shard_tokens}")
-        if self.unit_bytes is not None and self.unit_bytes < 1:
-            raise UserError(f"--unit-bytes must be >= 1, got {self.unit_bytes}")
+__all__ = ["FORMAT", "VERSION", "PrepareSettings", "Summary", "merge", "parse_shard", "plan_prepare", "prepare",
+           "read_meta"]
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
@@ -101,8 +86,8 @@ class _Plan:
     source: str
     settings: PrepareSettings
     kind: str  # "text" or "tokens"
-    pieces: list[source_pieces.Piece]
-    units: list[list[source_pieces.Piece]]
+    pieces: list[Piece]
+    units: list[list[Piece]]
     unit_bytes: int
     total_bytes: int
 
@@ -110,7 +95,7 @@ class _Plan:
 def _classify(source: str, settings: PrepareSettings) -> str:
     """'text' or 'tokens' for the whole source; UserError naming the columns if neither."""
     kinds = set()
-    for where, columns in source_pieces.source_columns(source, settings.split):
+    for where, columns in source_columns(source, settings.split):
         if columns is None or settings.text_column in columns:
             kinds.add("text")
         elif IDS_COLUMN in columns:
@@ -124,26 +109,15 @@ def _classify(source: str, settings: PrepareSettings) -> str:
     return kinds.pop() if kinds else "text"
 
 
-def _pretokenized():
-    try:
-        from twinlm.data import pretokenized  # data-core's readers of id columns
-    except ImportError:
-        raise UserError(f"this source holds token ids ({IDS_COLUMN}), and this twinlm cannot read "
-                        "pre-tokenized sources yet") from None
-    return pretokenized
-
-
-def _token_streams(source: str, settings: PrepareSettings) -> list[source_pieces.Piece]:
+def _token_streams(source: str, settings: PrepareSettings) -> list[Piece]:
     """One piece (and unit) per stream of a pre-tokenized source: an MDS leaf folder or a table
     file, each read whole by `iter_token_documents` in the stream order the reader uses."""
-    probe = _pretokenized().probe_source(source, IDS_COLUMN, settings.text_column, settings.split)
-    root = Path(source)
+    probe = token_ids.probe_source(source, IDS_COLUMN, settings.text_column, settings.split)
     pieces = []
     for unit in probe.units:
         path = Path(unit.path)
-        name = path.relative_to(root).as_posix() if root.is_dir() and path != root else path.name
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-        pieces.append(source_pieces.Piece("tokens", str(path), name, 0, 0, size))
+        pieces.append(Piece("tokens", str(path), unit.name, 0, 0, size))
     return pieces
 
 
@@ -156,26 +130,16 @@ def plan_prepare(source: str, settings: PrepareSettings) -> _Plan:
     if kind == "tokens":
         pieces = _token_streams(source, settings)
         return _Plan(source, settings, kind, pieces, [[p] for p in pieces], 0, sum(p.size for p in pieces))
-    probe = source_pieces.source_pieces(source, settings.text_column, settings.split, 256 * MIB)
+    probe = source_pieces(source, settings.text_column, settings.split, 256 * MIB)
     total = sum(p.size for p in probe)
     unit_bytes = settings.unit_bytes or auto_unit_bytes(total)
-    pieces = probe if unit_bytes >= 256 * MIB else source_pieces.source_pieces(
+    pieces = probe if unit_bytes >= 256 * MIB else source_pieces(
         source, settings.text_column, settings.split, unit_bytes)
     return _Plan(source, settings, kind, pieces, plan_units(pieces, unit_bytes), unit_bytes,
                  sum(p.size for p in pieces))
 
 
-def tokenizer_meta(tok, name_or_path: str) -> dict:
-    from twinlm.data.packing import tokenizer_fingerprint
-
-    return {"name_or_path": name_or_path, "fingerprint": tokenizer_fingerprint(tok), "vocab_size": len(tok),
-            "cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id,
-            "pad_token_id": tok.pad_token_id, "mask_token_id": tok.mask_token_id}
-
-
 def _meta(plan: _Plan, tok_meta: dict, shard: tuple[int, int]) -> dict:
-    from twinlm.data.sources import describe_source, source_fingerprint
-
     settings = asdict(plan.settings)
     settings["unit_bytes"] = plan.unit_bytes
     return {
@@ -186,14 +150,6 @@ def _meta(plan: _Plan, tok_meta: dict, shard: tuple[int, int]) -> dict:
                    "layout": layout_fingerprint(plan.units), "units": len(plan.units), "bytes": plan.total_bytes},
         "settings": settings, "shard": list(shard),
     }
-
-
-def read_meta(folder: Path) -> dict | None:
-    try:
-        meta = json.loads((folder / META).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -287,9 +243,8 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
     tok = for_twin(tokenizer, "encoder")  # the run's tokenizer is saved this way (corpus.prepare_tokenizer)
     name = tokenizer_name or str(getattr(tokenizer, "name_or_path", ""))
     if plan.kind == "tokens":  # the data's CLS/SEP framing must be the tokenizer's, before any work
-        pretokenized = _pretokenized()
-        probe = pretokenized.probe_source(plan.source, IDS_COLUMN, plan.settings.text_column, plan.settings.split)
-        pretokenized.check_framing(probe, tok, IDS_COLUMN, plan.settings.split, tokenizer_name=name)
+        probe = token_ids.probe_source(plan.source, IDS_COLUMN, plan.settings.text_column, plan.settings.split)
+        token_ids.check_framing(probe, tok, IDS_COLUMN, plan.settings.split, tokenizer_name=name)
     meta = _meta(plan, tokenizer_meta(tok, name), shard)
     lock = _Lock(out)
     try:

@@ -3,50 +3,41 @@ tokenizes a unit into its own shards and records it (see `twinlm.data.prepare.pi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
 import time
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from twinlm.data import source_pieces
-from twinlm.data.store import ShardWriter
+from twinlm.data.heldout import heldout_hash
+from twinlm.data.prepare.format import IDS_COLUMN, PrepareSettings, record_path, unit_dir, write_json
+from twinlm.data.sources.ids import token_documents
+from twinlm.data.sources.pieces import WHOLE_FILE_KINDS, Piece, read_piece
+from twinlm.data.sources.text import BadFile
+from twinlm.data.store import RollingShards, ShardWriter
+from twinlm.data.tokenizer import document_ids
 from twinlm.errors import UserError
 
-if TYPE_CHECKING:
-    from twinlm.data.prepare.pipeline import PrepareSettings
-
-UNITS, PROGRESS = ".units", ".progress"
 TOKENIZE_BATCH = 256
-IDS_COLUMN = "input_ids"  # data.ids_column's default: a source with this column is pre-tokenized
 MIB = 1 << 20
-
-
-def heldout_hash(seed: int, name: str, position: int) -> float:
-    """A document's place in [0, 1) for the held-out draw: depends on where it is in the source,
-    never on which worker or machine read it."""
-    digest = hashlib.blake2b(f"{seed}\0{name}\0{position}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
 
 
 # --- the layout -----------------------------------------------------------------------------
 
-def plan_units(pieces: list[source_pieces.Piece], unit_bytes: int) -> list[list[source_pieces.Piece]]:
+def plan_units(pieces: list[Piece], unit_bytes: int) -> list[list[Piece]]:
     """Consecutive pieces grouped into units of about `unit_bytes`. A unit holds pieces of one
     file (or folder), or several whole small files; never parts of two large files, so that a
     file found bad mid-way drops only units of its own."""
-    units: list[list[source_pieces.Piece]] = []
+    units: list[list[Piece]] = []
     size = 0
     for piece in pieces:
         last = units[-1][-1] if units else None
         joinable = last is not None and (
-            last.path == piece.path or (last.kind in source_pieces.WHOLE_FILE_KINDS and piece.kind in source_pieces.WHOLE_FILE_KINDS))
+            last.path == piece.path or (last.kind in WHOLE_FILE_KINDS and piece.kind in WHOLE_FILE_KINDS))
         if joinable and size + piece.size <= unit_bytes and piece.kind not in ("hub", "tokens"):
             units[-1].append(piece)
             size += piece.size
@@ -62,40 +53,7 @@ def auto_unit_bytes(total: int) -> int:
     return int(min(256 * MIB, max(MIB, total // 256)))
 
 
-def layout_fingerprint(units: list[list[source_pieces.Piece]]) -> str:
-    """Hash of the units as (kind, name, range, size): equal on every machine that sees the same
-    files, whatever their absolute paths or modification times."""
-    rows = [[[p.kind, p.name, p.start, p.stop, p.size] for p in unit] for unit in units]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
-
-
 # --- one unit of work -----------------------------------------------------------------------
-
-class RollingShards:
-    """ShardWriters numbered first, first + 1, ... in one folder; a new one once `limit` tokens
-    are reached."""
-
-    def __init__(self, folder: Path, dtype, limit: int, first: int = 0):
-        self.folder, self.dtype, self.limit, self.first = folder, dtype, limit, first
-        self.entries: list[dict] = []
-        self._writer: ShardWriter | None = None
-
-    def add(self, ids: np.ndarray) -> tuple[int, int]:
-        """Append one document; returns (shard number, document number in that shard)."""
-        w = self._writer
-        if w is None or (w.num_tokens and w.num_tokens + len(ids) > self.limit):
-            if w is not None:
-                self.entries.append(w.close())
-            w = self._writer = ShardWriter(self.folder, self.first + len(self.entries), self.dtype)
-        w.add(ids)
-        return len(self.entries), w.num_documents - 1
-
-    def close(self) -> list[dict]:
-        if self._writer is not None:
-            self.entries.append(self._writer.close())
-            self._writer = None
-        return self.entries
-
 
 _WORKER: dict[str, Any] = {}
 
@@ -141,44 +99,33 @@ def load_worker_tokenizer(path: str):
     return tok
 
 
-def unit_dir(out: Path, u: int) -> Path:
-    return out / UNITS / f"u{u:06d}"
-
-
-def record_path(out: Path, u: int) -> Path:
-    return out / PROGRESS / f"unit-{u:06d}.json"
-
-
-def _documents(piece: source_pieces.Piece, settings: PrepareSettings, tok):
+def _documents(piece: Piece, settings: PrepareSettings, tok):
     """(position, ids, bytes done) of every document of a piece, tokenized in batches; after the
-    last readable document of a file found binary or not UTF-8, `source_pieces.BadFile`."""
-    from twinlm.data.tokenizer import document_ids
+    last readable document of a file found binary or not UTF-8, `BadFile`."""
 
     if piece.kind == "tokens":
         yield from _token_docs(piece, settings, len(tok))
         return
-    stream = source_pieces.read_piece(piece, settings.text_column, settings.split)
+    stream = read_piece(piece, settings.text_column, settings.split)
     while True:
         batch, failed = [], False
         try:
             batch += islice(stream, TOKENIZE_BATCH)
-        except source_pieces.BadFile:  # keep what was read before the bad line, as iter_texts does
+        except BadFile:  # keep what was read before the bad line, as iter_texts does
             failed = True
         if batch:
             for (pos, _, done), ids in zip(batch, document_ids(tok, [t for _, t, _ in batch])):
                 yield pos, np.asarray(ids, dtype=np.int64), done
         if failed:
-            raise source_pieces.BadFile(piece.path)
+            raise BadFile(piece.path)
         if len(batch) < TOKENIZE_BATCH:
             return
 
 
-def _token_docs(piece: source_pieces.Piece, settings: PrepareSettings, vocab: int):
-    """(position, ids, 0) of a pre-tokenized source (data-core's reader), ids checked against the
+def _token_docs(piece: Piece, settings: PrepareSettings, vocab: int):
+    """(position, ids, 0) of one stream of a pre-tokenized source, ids checked against the
     tokenizer's vocabulary."""
-    from twinlm.data.pretokenized import iter_token_documents
-
-    for pos, ids in enumerate(iter_token_documents(piece.path, IDS_COLUMN, settings.split)):
+    for _, pos, ids in token_documents(piece.path, IDS_COLUMN, settings.split):
         ids = np.asarray(ids)
         if ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
             bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
@@ -187,7 +134,7 @@ def _token_docs(piece: source_pieces.Piece, settings: PrepareSettings, vocab: in
         yield pos, ids, 0
 
 
-def run_unit(out: Path, u: int, pieces: list[source_pieces.Piece], settings: PrepareSettings, dtype: str,
+def run_unit(out: Path, u: int, pieces: list[Piece], settings: PrepareSettings, dtype: str,
              tokenizer=None, counter=None) -> dict:
     """Tokenize one unit into `out/.units/uNNNNNN/` and record it; returns the record."""
     tok = tokenizer if tokenizer is not None else _WORKER["tokenizer"]
@@ -232,7 +179,7 @@ def run_unit(out: Path, u: int, pieces: list[source_pieces.Piece], settings: Pre
                 if done - reported >= MIB or tokens - reported_tokens >= 1 << 18:  # the bar moves within pieces
                     report(done - reported, tokens - reported_tokens)
                     reported, reported_tokens = max(reported, done), tokens
-        except source_pieces.BadFile:
+        except BadFile:
             bad.append(piece.name)
         report(piece.size - reported, tokens - reported_tokens)
     record = {
@@ -247,10 +194,3 @@ def run_unit(out: Path, u: int, pieces: list[source_pieces.Piece], settings: Pre
 
 def run_unit_task(task) -> dict:
     return run_unit(*task)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

@@ -1,33 +1,37 @@
 """Cutting a source into pieces of work for `twinlm prepare` (byte ranges of text and JSON-lines
 files, parquet row groups, MDS shards, row ranges of save_to_disk folders, hub data files), and
-reading one piece exactly as `sources.iter_texts` reads that part of the source."""
+reading one piece exactly as `text.iter_texts` reads that part of the source, with each text's
+position; `iter_documents` reads a whole source so, for the held-out rule of a one-process run."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twinlm.data.mds import MDSDataset
-from twinlm.data.sources import (
-    _TABULAR,
-    _BadFile,
-    _checked,
-    _field,
-    _hub,
-    _hub_shards,
-    _lines,
-    _need,
-    _open_hub,
-    _read,
-    _resolve,
-    _units,
+from twinlm.data.sources.mds import MDSDataset
+from twinlm.data.sources.resolve import (
+    TABULAR,
+    Unit,
+    hub_shards,
+    need,
     open_disk,
+    open_hub,
+    source_units,
+)
+from twinlm.data.sources.text import (
+    BadFile,
+    checked,
+    guarded,
+    hub_values,
+    lines,
+    probe_units,
+    read_unit,
+    row_value,
 )
 from twinlm.errors import UserError
 
@@ -53,37 +57,27 @@ class Piece:
     size: int = 0
 
 
-def _root_of(kind: str, target: Any) -> Path | None:
-    if kind == "glob":
-        return Path(os.path.commonpath([str(p.parent) for p in target]))
-    if kind == "file":
-        return target.parent
-    return None if kind == "hub" else target
-
-
-def _name(path: Path, root: Path | None) -> str:
-    return path.relative_to(root).as_posix() if root is not None and path != root else path.name
-
-
 def source_pieces(source: str, text_column: str = "text", split: str = "train",
                   piece_bytes: int = 64 << 20) -> list[Piece]:
     """The pieces of `source` in reading order; large text and JSON-lines files become byte ranges
     of `piece_bytes`, parquet files their row groups, MDS folders their shards, save_to_disk
     folders row ranges of about `piece_bytes`, a hub dataset one piece."""
-    kind, target = _resolve(str(source))
-    root = _root_of(kind, target)
     pieces: list[Piece] = []
-    for ukind, path in _units(kind, target):
-        if ukind == "hub":
-            n = _hub_shards(_open_hub(str(path), split))
-            pieces += [Piece("hub", str(path), str(path) if n == 1 else f"{path}#{k}", k, k + 1) for k in range(n)]
-        elif ukind == "mds":
-            pieces += _mds_pieces(path, _name(path, root))
-        elif ukind == "disk":
-            pieces += _disk_pieces(path, _name(path, root), split, piece_bytes)
-        else:
-            pieces += _file_pieces(ukind, path, _name(path, root), piece_bytes)
+    for unit in source_units(source):
+        pieces += unit_pieces(unit, split, piece_bytes)
     return pieces
+
+
+def unit_pieces(unit: Unit, split: str = "train", piece_bytes: int = 64 << 20) -> list[Piece]:
+    """The pieces of one unit (see `source_pieces`)."""
+    if unit.kind == "hub":
+        n = hub_shards(open_hub(str(unit.path), split))
+        return [Piece("hub", str(unit.path), unit.name if n == 1 else f"{unit.name}#{k}", k, k + 1) for k in range(n)]
+    if unit.kind == "mds":
+        return _mds_pieces(unit.path, unit.name)
+    if unit.kind == "disk":
+        return _disk_pieces(unit.path, unit.name, split, piece_bytes)
+    return _file_pieces(unit.kind, unit.path, unit.name, piece_bytes)
 
 
 def _file_pieces(ukind: str, path: Path, name: str, piece_bytes: int) -> list[Piece]:
@@ -97,10 +91,10 @@ def _file_pieces(ukind: str, path: Path, name: str, piece_bytes: int) -> list[Pi
             raise UserError(f"{path}: not a readable parquet file ({e})") from None
         return [Piece("parquet", str(path), name, g, g + 1, meta.row_group(g).total_byte_size)
                 for g in range(meta.num_row_groups)]
-    if suffix in _TABULAR or ukind == "doc":
+    if suffix in TABULAR or ukind == "doc":
         ranged = "jsonl" if suffix == ".jsonl" else None
         if ranged is None:
-            return [Piece("table" if suffix in _TABULAR else "doc", str(path), name, 0, size, size)]
+            return [Piece("table" if suffix in TABULAR else "doc", str(path), name, 0, size, size)]
     else:
         ranged = "paragraphs"
     starts = range(0, max(size, 1), max(1, piece_bytes))
@@ -130,11 +124,7 @@ def _disk_pieces(path: Path, name: str, split: str, piece_bytes: int) -> list[Pi
 def source_columns(source: str, split: str = "train") -> list[tuple[str, list[str] | None]]:
     """(where, column names) of every structured file or folder of `source`; None for plain text
     (which has no columns). Cheap: headers, schemas, first lines and indexes only."""
-    kind, target = _resolve(str(source))
-    out: list[tuple[str, list[str] | None]] = []
-    for ukind, path in _units(kind, target):
-        out.append((str(path), _columns_of(ukind, path, split)))
-    return out
+    return [(str(unit.path), _columns_of(unit.kind, unit.path, split)) for unit in source_units(source)]
 
 
 def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
@@ -143,7 +133,7 @@ def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
     if ukind == "disk":
         return list(open_disk(path, split, "--split NAME").column_names)
     if ukind == "hub":
-        ds = _open_hub(str(path), split)
+        ds = open_hub(str(path), split)
         if ds.column_names is not None:
             return list(ds.column_names)
         first = next(iter(ds), None)
@@ -158,10 +148,10 @@ def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
             except (ValueError, OSError) as e:
                 raise UserError(f"{path}: not a readable parquet file ({e})") from None
         if suffix in (".csv", ".tsv"):
-            header = next(csv.reader(_lines(path), delimiter="\t" if suffix == ".tsv" else ","), [])
+            header = next(csv.reader(lines(path), delimiter="\t" if suffix == ".tsv" else ","), [])
             return list(header)
         if suffix == ".jsonl":
-            for line in _lines(path):
+            for line in lines(path):
                 if line.strip():
                     try:
                         row = json.loads(line)
@@ -169,23 +159,20 @@ def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
                         raise UserError(f"{path}:1: not valid JSON ({e})") from None
                     return list(row) if isinstance(row, dict) else []
             return []
-    except _BadFile:
+    except BadFile:
         return None  # skipped (and counted) when read, as iter_texts does
     return None  # plain text, or .json (its columns are checked when it is read)
-
-
-BadFile = _BadFile  # what `read_piece` raises for a file that is binary or not UTF-8
 
 
 def read_piece(piece: Piece, text_column: str = "text", split: str = "train") -> Iterator[tuple[int, str, int]]:
     """(position, text, bytes done) for every non-empty text of `piece`. `position` identifies the
     text within its file (byte offset, row or sample index); `bytes done` grows to about
-    `piece.size`. Raises `_BadFile` where iter_texts would skip the rest of a file."""
+    `piece.size`. Raises `BadFile` where iter_texts would skip the rest of a file."""
     kind, path = piece.kind, Path(piece.path)
     where = str(path)
     if kind == "paragraphs":
         for pos, text, done in _paragraph_range(path, piece.start, piece.stop):
-            if (text := _checked(text, text_column, where)) is not None:
+            if (text := checked(text, text_column, where)) is not None:
                 yield pos, text, done
         return
     if kind == "jsonl":
@@ -196,7 +183,7 @@ def read_piece(piece: Piece, text_column: str = "text", split: str = "train") ->
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path} at byte {pos}: not valid JSON ({e})") from None
-            if (text := _checked(_field(row, text_column, f"{path} at byte {pos}"), text_column, where)) is not None:
+            if (text := checked(row_value(row, text_column, f"{path} at byte {pos}"), text_column, where)) is not None:
                 yield pos, text, done
         return
     if kind == "parquet":
@@ -205,27 +192,27 @@ def read_piece(piece: Piece, text_column: str = "text", split: str = "train") ->
     if kind == "mds":
         ds = MDSDataset(path)
         text_columns = [n for n, enc in ds.columns.items() if enc == "str"]
-        _need(text_column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
+        need(text_column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
         n = max(1, piece.stop - piece.start)
         for i in range(piece.start, piece.stop):
-            if (text := _checked(ds[i][text_column], text_column, where)) is not None:
+            if (text := checked(ds[i][text_column], text_column, where)) is not None:
                 yield i, text, piece.size * (i + 1 - piece.start) // n
         return
     if kind == "disk":
         ds = open_disk(path, split, "--split NAME")
-        _need(text_column, ds.column_names, path)
+        need(text_column, ds.column_names, path)
         part = ds.select_columns([text_column]).select(range(piece.start, piece.stop))
         n, i = max(1, len(part)), piece.start
         for batch in part.iter(batch_size=1024):
             for value in batch[text_column]:
-                if (text := _checked(value, text_column, where)) is not None:
+                if (text := checked(value, text_column, where)) is not None:
                     yield i, text, piece.size * (i + 1 - piece.start) // n
                 i += 1
         return
-    values = _hub(str(piece.path), text_column, split, piece.start) if kind == "hub" else _read("doc" if kind == "doc" else "file", path, text_column, split)
+    values = hub_values(str(piece.path), text_column, split, piece.start) if kind == "hub" else read_unit("doc" if kind == "doc" else "file", path, text_column, split)
     done = 0
     for i, value in enumerate(values):
-        if (text := _checked(value, text_column, where)) is not None:
+        if (text := checked(value, text_column, where)) is not None:
             done = piece.size if kind == "doc" else done
             yield i, text, done
 
@@ -234,13 +221,13 @@ def _parquet_group(path: Path, piece: Piece, column: str) -> Iterator[tuple[int,
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    _need(column, pf.schema_arrow.names, path)
+    need(column, pf.schema_arrow.names, path)
     first = sum(pf.metadata.row_group(g).num_rows for g in range(piece.start))
     rows = max(1, pf.metadata.row_group(piece.start).num_rows)
     i = first
     for batch in pf.iter_batches(batch_size=1024, row_groups=[piece.start], columns=[column]):
         for value in batch.column(0).to_pylist():
-            if (text := _checked(value, column, str(path))) is not None:
+            if (text := checked(value, column, str(path))) is not None:
                 yield i, text, piece.size * (i + 1 - first) // rows
             i += 1
 
@@ -250,13 +237,13 @@ _LONE_CR = re.compile(r"(?<=\r)(?!\n|$)")
 
 def _decode_line(raw: bytes, path: Path) -> list[str]:
     """A b'\\n'-terminated line as the str lines `open(newline="")` would give (it also ends lines
-    at a lone '\\r'); _BadFile if binary or not UTF-8, as `_lines`."""
+    at a lone '\\r'); BadFile if binary or not UTF-8, as `_lines`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _BadFile(path) from None
+        raise BadFile(path) from None
     if "\0" in text:
-        raise _BadFile(path)
+        raise BadFile(path)
     return _LONE_CR.split(text) if "\r" in text[:-2] else [text]
 
 
@@ -290,7 +277,7 @@ def _previous_line_blank(f, path: Path, at: int) -> bool:
         raw = raw[3:]
     try:
         last = _decode_line(raw, path)[-1]
-    except _BadFile:
+    except BadFile:
         return False
     return not last.strip()
 
@@ -342,3 +329,24 @@ def _paragraph_range(path: Path, start: int, stop: int) -> Iterator[tuple[int, s
                 block = []
     if block:
         yield block_at, "\n".join(block).strip(), done
+
+
+def iter_documents(source: str, text_column: str = "text", split: str = "train"
+                   ) -> Iterator[tuple[str, int, str]]:
+    """(name, position, text) for every text `iter_texts` gives, in its order: the name of the
+    file (or hub shard) and the position `read_piece` gives, which the held-out hash uses. The
+    same checks, errors and warning as `iter_texts`."""
+    units = source_units(source)
+    probe_units(units[1:], text_column, split)
+    bad: list = []
+
+    def documents() -> Iterator[tuple[str, int, str]]:
+        for unit in units:
+            try:
+                for piece in unit_pieces(unit, split, 1 << 62):  # whole files: positions do not depend on cuts
+                    for position, text, _ in read_piece(piece, text_column, split):
+                        yield piece.name, position, text
+            except BadFile:
+                bad.append(unit.path)
+
+    return guarded(source, documents(), bad)

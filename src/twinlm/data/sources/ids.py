@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from twinlm.data.mds import MDSDataset
-from twinlm.data.sources import open_disk
+from twinlm.data.sources.mds import MDSDataset
+from twinlm.data.sources.resolve import Unit, open_disk, source_units
 from twinlm.errors import UserError
 
 STEP_COLUMNS = ("step", "steps", "global_step")  # a training-order file's step number
@@ -42,26 +42,13 @@ _ORDER_FILE = re.compile(r"^steps_\d+_to_\d+\.parquet$")
 
 
 @dataclass
-class Unit:
-    """One readable piece of a source: an MDS folder, a table file or a save_to_disk folder."""
-
-    kind: str  # "mds" | "file" | "disk" | "hub"
-    path: Any
-    columns: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-
-@dataclass
 class SourceProbe:
     """What a source is, found by opening its indexes and schemas only (no sample is decoded)."""
 
     source: str
     kind: str  # "tokens" (pre-tokenized) | "text"
-    units: list[Unit]
-    columns: list[str]
+    units: list[Unit]  # its streams ("file" and "doc" units are table files)
+    columns: list[str]  # the first stream's
     ordered: bool = False  # a training-order source: replayed as the files order it
     step_column: str | None = None
 
@@ -74,7 +61,7 @@ class SourceProbe:
                 total += len(MDSDataset(unit.path))
             elif unit.kind == "disk":
                 total += len(open_disk(unit.path, split))
-            elif unit.kind == "file" and unit.path.suffix.lower() == ".parquet":
+            elif unit.suffix == ".parquet":
                 import pyarrow.parquet as pq
 
                 total += pq.ParquetFile(unit.path).metadata.num_rows
@@ -96,8 +83,8 @@ def _columns(unit: Unit, split: str) -> list[str]:
     if unit.kind == "disk":
         return list(open_disk(unit.path, split).column_names)
     if unit.kind == "hub":
-        return []  # the hub is read as text by sources.py
-    suffix = unit.path.suffix.lower()
+        return []  # the hub is read as text
+    suffix = unit.suffix
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -140,19 +127,9 @@ def _arrow_reader(path: Path):
             raise UserError(f"{path}: not a readable arrow file ({e})") from None
 
 
-def _units(source: str) -> list[Unit]:
-    from twinlm.data.sources import _resolve
-    from twinlm.data.sources import _units as text_units
-
-    kind, target = _resolve(str(source))
-    units = []
-    for k, path in text_units(kind, target):
-        if k == "doc":
-            k = "file"
-        if k == "file" and path.suffix.lower() not in _TABLE_SUFFIXES:
-            continue  # stats.json-like side files and plain text are no token streams
-        units.append(Unit(k, path))
-    return units
+def _streams(source: str) -> list[Unit]:
+    """The units of `source` that can hold token ids (side files and plain text cannot)."""
+    return [u for u in source_units(source) if u.kind not in ("file", "doc") or u.suffix in _TABLE_SUFFIXES]
 
 
 def probe_source(source: str, ids_column: str = "input_ids", text_column: str = "text",
@@ -164,38 +141,41 @@ def probe_source(source: str, ids_column: str = "input_ids", text_column: str = 
     if is_store(source):
         raise UserError(f"{source} is a bare token store; point at the prepared folder that holds it "
                         "(the one with prepare.json, train/ and heldout/)")
-    units = _units(source)
+    units = _streams(source)
     if not units:
-        return SourceProbe(str(source), "text", [], [])  # plain text files: sources.py reads them
+        return SourceProbe(str(source), "text", [], [])  # plain text files: the text reader reads them
     kinds = set()
+    first_columns = None
     for unit in units:
-        unit.columns = _columns(unit, split)
-        if unit.kind == "hub" or (unit.kind == "file" and unit.path.suffix.lower() == ".json" and not unit.columns):
+        columns = _columns(unit, split)
+        first_columns = columns if first_columns is None else first_columns
+        if unit.kind == "hub" or (unit.kind in ("file", "doc") and unit.suffix == ".json" and not columns):
             kinds.add("text")
-        elif text_column in unit.columns:
+        elif text_column in columns:
             # Text wins over ids when a stream has both: tokenizing with the recipe's tokenizer is
             # always consistent, while ids may come from another tokenizer with a smaller range.
-            if ids_column in unit.columns and text_column != "text" and _looks_like_ids(unit, text_column, split):
+            if ids_column in columns and text_column != "text" and _looks_like_ids(unit, text_column, split):
                 # `--set data.text_column=id` on Ettin's data would train on the id strings.
-                raise UserError(f"stream {unit.name}: column '{text_column}' holds identifiers, not text, and the "
+                raise UserError(f"stream {str(unit.path)}: column '{text_column}' holds identifiers, not text, and the "
                                 f"stream is pre-tokenized (column '{ids_column}'); drop data.text_column to train "
                                 "on its token ids")
             kinds.add("text")
-        elif ids_column in unit.columns:
+        elif ids_column in columns:
             kinds.add("tokens")
         else:
-            found = ", ".join(unit.columns) or "none"
-            raise UserError(f"stream {unit.name} has neither a token-ids column '{ids_column}' nor a text column "
+            found = ", ".join(columns) or "none"
+            raise UserError(f"stream {str(unit.path)} has neither a token-ids column '{ids_column}' nor a text column "
                             f"'{text_column}'; columns found: {found}; set data.ids_column or data.text_column")
     if len(kinds) > 1:
         raise UserError(f"source {source!r} mixes pre-tokenized streams (column '{ids_column}') and text streams; "
                         "prepare them as separate streams")
     kind = kinds.pop()
-    columns = units[0].columns
+    columns = first_columns
     step = next((c for c in STEP_COLUMNS if c in columns), None)
     # Training-order data: a step column, or Ettin's `steps_000001_to_000100.parquet` file names.
-    named = all(_ORDER_FILE.match(Path(u.path).name) for u in units if u.kind == "file")
-    ordered = kind == "tokens" and all(u.kind == "file" for u in units) and (step is not None or named)
+    files = [u for u in units if u.kind in ("file", "doc")]
+    named = all(_ORDER_FILE.match(Path(u.path).name) for u in files)
+    ordered = kind == "tokens" and len(files) == len(units) and (step is not None or named)
     if ordered:
         phases = sorted({p.split("_")[0] for u in units for p in Path(u.path).parts if _PHASE_PREFIX.match(p)})
         if len(phases) > 1:
@@ -212,11 +192,11 @@ def _looks_like_ids(unit: Unit, column: str, split: str, samples: int = 8) -> bo
         values = [ds[k][column] for k in range(min(samples, len(ds)))]
     elif unit.kind == "disk":
         values = open_disk(unit.path, split)[:samples][column]
-    elif unit.path.suffix.lower() == ".parquet":
+    elif unit.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         values = next(pq.ParquetFile(unit.path).iter_batches(batch_size=samples, columns=[column])).column(0).to_pylist()
-    elif unit.path.suffix.lower() in (".jsonl", ".json"):
+    elif unit.suffix in (".jsonl", ".json"):
         rows = _json_rows(unit.path)
         values = [row.get(column) for row, _ in zip(rows, range(samples))]
     return bool(values) and all(isinstance(v, str) and len(v) < 64 and not any(c.isspace() for c in v)
@@ -235,7 +215,7 @@ def _as_ids(value: Any, where: str) -> np.ndarray:
 
 def _unit_samples(unit: Unit, ids_column: str, split: str, step_column: str | None) -> Iterator[np.ndarray]:
     """The ids of each sample of one unit, in stored order."""
-    where = unit.name
+    where = str(unit.path)
     if unit.kind == "mds":
         ds = MDSDataset(unit.path)
         if not ds.columns[ids_column].startswith("ndarray"):
@@ -250,8 +230,7 @@ def _unit_samples(unit: Unit, ids_column: str, split: str, step_column: str | No
             for k, value in enumerate(batch[ids_column]):
                 yield _as_ids(value, f"{where} sample {k}")
         return
-    suffix = unit.path.suffix.lower()
-    if suffix in (".parquet", ".arrow"):
+    if unit.suffix in (".parquet", ".arrow"):
         yield from _table_samples(unit, ids_column, step_column)
         return
     for k, row in enumerate(_json_rows(unit.path)):
@@ -263,7 +242,7 @@ def _unit_samples(unit: Unit, ids_column: str, split: str, step_column: str | No
 def _table_samples(unit: Unit, ids_column: str, step_column: str | None) -> Iterator[np.ndarray]:
     """Rows of a parquet or arrow file, batch by batch (memory: one record batch)."""
     columns = [ids_column] + ([step_column] if step_column else [])
-    if unit.path.suffix.lower() == ".parquet":
+    if unit.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         batches = pq.ParquetFile(unit.path).iter_batches(batch_size=256, columns=columns)
@@ -276,7 +255,7 @@ def _table_samples(unit: Unit, ids_column: str, step_column: str | None) -> Iter
             steps = batch.column(batch.schema.get_field_index(step_column)).to_numpy(zero_copy_only=False)
             if len(steps) and ((last_step is not None and steps[0] < last_step) or np.any(np.diff(steps) < 0)):
                 # Replaying means trusting the file order; a shuffled file would silently change it.
-                raise UserError(f"{unit.name}: rows are not in '{step_column}' order near row {row}; "
+                raise UserError(f"{str(unit.path)}: rows are not in '{step_column}' order near row {row}; "
                                 "a training-order file must list its steps in order")
             last_step = steps[-1] if len(steps) else last_step
         offsets = ids.offsets.to_numpy() if hasattr(ids, "offsets") else None
@@ -284,10 +263,10 @@ def _table_samples(unit: Unit, ids_column: str, step_column: str | None) -> Iter
             values = ids.values.to_numpy(zero_copy_only=False)
             base = offsets[0]
             for k in range(len(ids)):
-                yield _as_ids(values[offsets[k] - base:offsets[k + 1] - base], f"{unit.name} row {row + k}")
+                yield _as_ids(values[offsets[k] - base:offsets[k + 1] - base], f"{str(unit.path)} row {row + k}")
         else:
             for k, value in enumerate(ids.to_pylist()):
-                yield _as_ids(value, f"{unit.name} row {row + k}")
+                yield _as_ids(value, f"{str(unit.path)} row {row + k}")
         row += len(ids)
 
 
@@ -297,6 +276,14 @@ def iter_token_documents(source: str | SourceProbe, ids_column: str = "input_ids
     """Every sample of a pre-tokenized source as a 1-D integer array, in the source's order
     (streams sorted by path, samples as stored). With `vocab_size`, an id at or above it (or a
     negative one) is a UserError naming the stream, the sample and the id, raised as it is read."""
+    return (ids for _, _, ids in token_documents(source, ids_column, split, vocab_size, tokenizer_name))
+
+
+def token_documents(source: str | SourceProbe, ids_column: str = "input_ids", split: str = "train",
+                    vocab_size: int | None = None, tokenizer_name: str = "the tokenizer",
+                    ) -> Iterator[tuple[str, int, np.ndarray]]:
+    """`iter_token_documents` with each sample's stream name (`Unit.name`) and index in its
+    stream, which the held-out hash uses."""
     probe = source if isinstance(source, SourceProbe) else probe_source(source, ids_column, split=split)
     if probe.kind != "tokens":
         raise UserError(f"source {probe.source!r} is text, not pre-tokenized: no column '{ids_column}'")
@@ -306,10 +293,10 @@ def iter_token_documents(source: str | SourceProbe, ids_column: str = "input_ids
                 low, top = int(ids.min()), int(ids.max())
                 if low < 0 or (vocab_size is not None and top >= vocab_size):
                     bad = low if low < 0 else top
-                    raise UserError(f"stream {unit.name} sample {k}: token id {bad} is outside the vocabulary of "
+                    raise UserError(f"stream {unit.path} sample {k}: token id {bad} is outside the vocabulary of "
                                     f"{tokenizer_name} (0..{vocab_size - 1 if vocab_size else '?'}); the data was "
                                     "tokenized with another tokenizer: set tokenizer.name_or_path to that one")
-            yield ids
+            yield unit.name, k, ids
 
 
 def data_framing(probe: SourceProbe, ids_column: str = "input_ids", split: str = "train",
@@ -326,7 +313,7 @@ def data_framing(probe: SourceProbe, ids_column: str = "input_ids", split: str =
                 n += 1
             if n >= samples:
                 break
-        out[unit.name] = (next(iter(firsts)) if n >= 2 and len(firsts) == 1 else None,
+        out[str(unit.path)] = (next(iter(firsts)) if n >= 2 and len(firsts) == 1 else None,
                           next(iter(lasts)) if n >= 2 and len(lasts) == 1 else None)
     return out
 
