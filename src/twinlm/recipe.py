@@ -121,10 +121,9 @@ class DataConfig:
     ids_column: str = "input_ids"  # a stream with this column is pre-tokenized: its ids are used as they are
     split: str = "train"
     max_documents: int | None = None
-    heldout_share: float = 0.005  # share of documents held out for evaluation (twinlm.data.heldout's rule)
+    heldout_share: float = 0.005  # share of documents held out for evaluation (twinlm.data.heldout, seeded by training.seed)
     heldout_max_documents: int = 2000  # cap on held-out documents per source
     heldout_max_tokens: int = 2_000_000  # cap on held-out tokens per source
-    heldout_seed: int = 42  # seed of the held-out hash; the same as `twinlm prepare --seed` holds out the same documents
     cache_dir: str | None = None  # tokenized blocks; default: <out>/data
     world: WorldSettings = field(default_factory=WorldSettings)
 

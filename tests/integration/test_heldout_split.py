@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinlm.data.corpus import HeldOutSplit, phase_data, prepare_stores, prepare_tokenizer
+from twinlm.data.corpus import phase_data, prepare_stores, prepare_tokenizer
+from twinlm.data.heldout import heldout_hash
+from twinlm.data.sources.resolve import source_units
 from twinlm.data.store import TokenStore, write_documents
 from twinlm.errors import UserError
 from twinlm.recipe import load_recipe
@@ -18,41 +20,22 @@ DATA = Path(__file__).parents[1] / "data"
 TEXTS = json.loads((DATA / "mds" / "expected_texts.json").read_text())
 
 
-def _split(n_docs, size=100, **data):
-    recipe = load_recipe("micro", [f"data.{k}={v}" for k, v in data.items()])
-    split = HeldOutSplit(recipe.data)
-    held = [k for k in range(n_docs) if split.take(size)]
-    return split, held
-
-
-def test_a_small_corpus_keeps_almost_everything_for_training():
-    split, held = _split(233)  # the corpus that once lost 200 of its 233 documents
-    assert held == [0, 200]
-    assert "training 231 documents, 23,100 tokens; held-out 2 documents, 200 tokens" in split.report("c")
-
-
-def test_caps_on_documents_and_tokens():
-    assert len(_split(300_000, size=1, heldout_share=0.01)[1]) == 2000  # 3,000 candidates, capped
-    assert len(_split(1_000_000, size=1000, heldout_max_tokens=50_000)[1]) == 50
-    assert _split(100, heldout_share=0.1, heldout_max_documents=3)[1] == [0, 10, 20]
-
-
-def test_more_than_five_percent_held_out_warns():
-    split, _ = _split(10)  # one document of ten
-    with pytest.warns(UserWarning, match="more than 5%"):
-        assert "warning: 10%" in split.report("tiny")
-
-
 def test_pretokenized_fixture_becomes_stores_with_its_ids_unchanged(micro_run, tmp_path):
     recipe = load_recipe("micro", [f"data.source={DATA / 'mds-pretokenized'}", f"tokenizer.name_or_path={micro_run / 'encoder'}"])
     tokenizer = prepare_tokenizer(recipe, tmp_path)
     train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
     order = [TEXTS[i].encode() for i in [*range(1, 40, 2), *range(0, 40, 2)]]  # code leaf, then web
+    # 0.5% of 40 documents: no hash falls below the share, so the lowest-hash document is held out.
+    names = [(unit.name, k) for unit in source_units(recipe.data.source) if unit.kind == "mds" for k in range(20)]
+    hashes = [heldout_hash(recipe.training.seed, *name) for name in names]
+    lowest = hashes.index(min(hashes))
+    assert min(hashes) >= recipe.data.heldout_share
     assert (heldout.num_documents, train.num_documents) == (1, 39)
-    assert bytes(np.asarray(heldout.tokens).astype(np.uint8)) == order[0]
+    assert bytes(np.asarray(heldout.tokens).astype(np.uint8)) == order[lowest]
     offsets = train.document_offsets(0)
     tokens = np.asarray(train.tokens)
-    assert [bytes(tokens[a:b].astype(np.uint8)) for a, b in zip(offsets[:-1], offsets[1:])] == order[1:]
+    docs = [bytes(tokens[a:b].astype(np.uint8)) for a, b in zip(offsets[:-1], offsets[1:])]
+    assert docs == order[:lowest] + order[lowest + 1:]
     again, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
     assert again.path == train.path  # reused, not rebuilt
     # A mixture of the two leaves, as a phase would list them.
@@ -108,9 +91,11 @@ def test_training_order_files_become_an_ordered_store_served_in_file_order(micro
     recipe = load_recipe("micro", [f"data.source={tmp_path / 'order'}", f"tokenizer.name_or_path={micro_run / 'encoder'}"])
     tokenizer = prepare_tokenizer(recipe, tmp_path)
     train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
-    assert train.index["ordered"] and (train.num_documents, heldout.num_documents) == (398, 2)
+    name = "checkpoint_000001/steps_000001_to_000100.parquet"
+    held = [k for k in range(400) if heldout_hash(recipe.training.seed, name, k) < recipe.data.heldout_share]
+    assert held and train.index["ordered"] and (train.num_documents, heldout.num_documents) == (400 - len(held), len(held))
     ds = BlockDataset(train, 4, num_samples=10, seed=123)
-    kept = [r for k, r in enumerate(rows) if k % 200]  # rows 0 and 200 were held out
+    kept = [r for k, r in enumerate(rows) if k not in held]  # the rest, still in file order
     assert [ds[i]["input_ids"].tolist() for i in range(10)] == kept[:10]
 
 

@@ -12,9 +12,9 @@ source stops with a one-line error, so that no rank waits at the process-group b
 another tokenizes a large corpus.
 
 Held-out split (pre-tokenized and text sources built here): the rule `twinlm prepare` uses
-(`twinlm.data.heldout`, seeded by `data.heldout_seed`), so a corpus prepared with the same
-tokenizer, share, caps and seed holds out the same documents; a corpus whose held-out part
-exceeds 5% of its documents gets a warning.
+(`twinlm.data.heldout`, seeded by `training.seed`), so a corpus prepared with the same
+tokenizer, share, caps and seed (`twinlm prepare RECIPE` takes them from the recipe) holds out
+the same documents; a corpus whose held-out part exceeds 5% of its documents gets a warning.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from twinlm.data.tokenizer import (
     train_tokenizer,
 )
 from twinlm.errors import UserError
-from twinlm.recipe import DataConfig, Phase, Recipe
+from twinlm.recipe import Phase, Recipe
 
 _FORMAT = 3  # bump when the cache's content changes (v3: the held-out rule of twinlm prepare)
 
@@ -70,7 +70,7 @@ def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list
             train = train[: data.max_documents]
         return iter(train), world.documents(heldout_people)
     # ~4 characters per token: the token cap is approximate for texts.
-    split = heldout_split(data, lambda text: len(text) // 4)
+    split = heldout_split(recipe, lambda text: len(text) // 4)
     docs = iter_documents(source, text_column=data.text_column, split=data.split)
     if data.max_documents:
         docs = itertools.islice(docs, data.max_documents)
@@ -78,9 +78,10 @@ def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list
     return split.training(docs, hold_back=True), split.heldout
 
 
-def heldout_split(data: DataConfig, size) -> StreamSplit:
+def heldout_split(recipe: Recipe, size) -> StreamSplit:
     """The held-out rule with the recipe's settings; `size(document)` counts its tokens."""
-    return StreamSplit(data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens, data.heldout_seed,
+    data = recipe.data
+    return StreamSplit(data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens, recipe.training.seed,
                        size)
 
 
@@ -92,7 +93,7 @@ def source_key(recipe: Recipe, source: str | None) -> str:
         desc = {"format": _FORMAT, "source": source_fingerprint(source, data.text_column, data.split),
                 "ids": data.ids_column, "max_documents": data.max_documents,
                 "heldout": [data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens,
-                            data.heldout_seed]}
+                            recipe.training.seed]}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -232,7 +233,7 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
         docs = _with_bar(docs, "copying token ids", min(total, data.max_documents or total) if total else None)
     else:
         docs = _tokenized(_documents(recipe, source), tokenizer, progress=True)
-    split = heldout_split(data, lambda ids: int(ids.size))
+    split = heldout_split(recipe, lambda ids: int(ids.size))
     extra = {"fingerprint": key, "source": str(source), "ordered": probe.ordered}
     tmp_train = folder / "train.partial"
     try:

@@ -40,7 +40,7 @@ class PrepareSettings:
     heldout_share: float = 0.005
     heldout_max_documents: int = 2000
     heldout_max_tokens: int = 2_000_000  # the held-out split also stops before this many tokens
-    seed: int = 42  # of the held-out hash (twinlm.data.heldout); a recipe's data.heldout_seed
+    seed: int = 42  # of the held-out hash (twinlm.data.heldout); a recipe's training.seed
 
     def check(self) -> None:
         if not 0.0 <= self.heldout_share < 1.0:
