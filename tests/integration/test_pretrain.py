@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, TrainerCallback
 
 from twinlm.data.corpus import prepare_stores, prepare_tokenizer
+from twinlm.data.heldout import heldout_hash
 from twinlm.models import build_config, build_twin
 from twinlm.objectives import IGNORE
 from twinlm.recipe import load_recipe
@@ -175,10 +176,11 @@ def test_mds_shards_and_a_reused_tokenizer_feed_pretraining(micro_run, tmp_path)
     tokenizer = prepare_tokenizer(recipe, tmp_path)
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(micro_run / "encoder").get_vocab()
     train, heldout = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
-    assert (train.num_documents, heldout.num_documents) == (36, 4)
+    held = [k for k in range(40) if heldout_hash(recipe.training.seed, "zstd", k) < 0.1]  # the held-out rule
+    assert (train.num_documents, heldout.num_documents) == (40 - len(held), len(held)) and len(held) > 1
     # Every document is framed [CLS] ... [SEP]: boundaries survive packing.
     tokens = np.asarray(train.tokens)
-    assert (tokens == tokenizer.cls_token_id).sum() == 36 == (tokens == tokenizer.sep_token_id).sum()
+    assert (tokens == tokenizer.cls_token_id).sum() == 40 - len(held) == (tokens == tokenizer.sep_token_id).sum()
     again, _ = prepare_stores(recipe, tokenizer, tmp_path / "data", recipe.data.source)
     assert again.path == train.path and again.num_tokens == train.num_tokens  # reused, not rebuilt
 
