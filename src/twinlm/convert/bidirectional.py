@@ -67,7 +67,3 @@ def make_bidirectional(model) -> None:
     # Not Gemma's `use_bidirectional_attention`: Gemma3 rewrites its sliding window from that flag
     # at config construction, so flipping it afterwards would leave the window inconsistent.
     config.is_causal = False
-
-
-def is_bidirectional(config) -> bool:
-    return getattr(config, "is_causal", True) is False

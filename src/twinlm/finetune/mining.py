@@ -10,9 +10,6 @@ false negatives: unlabelled texts that answer the question too.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from twinlm.errors import UserError
 from twinlm.finetune.recipe import MiningSection
 
@@ -84,13 +81,3 @@ def check_negatives(pairs, mined, output_format: str) -> None:
         bad = [n for n in negatives_of(row, output_format) if n in positives.get(row["anchor"], set())]
         if bad:
             raise RuntimeError(f"mining returned a positive as a negative for anchor {row['anchor']!r}")
-
-
-def write_jsonl(table, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_json(str(tmp), lines=True, force_ascii=False)
-    tmp.replace(path)
-    print(f"wrote {len(table)} rows to {path}", file=sys.stderr)
-    return path

@@ -213,16 +213,6 @@ def load_multivector(path: str | Path):
     return MultiVectorEncoder(str(path))
 
 
-def encode_index(model, doc_ids: list[str], texts: list[str], kind: str = "exhaustive", batch_size: int = 32,
-                 show_progress_bar: bool = True, **options):
-    """Embed documents as multi-vectors and build a MaxSim index over them."""
-    from twinlm.finetune.index import build_index
-
-    vectors = model.encode_document(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                    convert_to_numpy=True)
-    return build_index(kind, doc_ids, vectors, **options)
-
-
 # ---- `twinlm encode` / `twinlm search` hooks (tables in twinlm.finetune.search) -----------------
 
 IVF_FROM_DOCS = 50_000  # above this many documents `search` uses the approximate IVF index
