@@ -47,13 +47,12 @@ from twinlm.data.tokenizer import (
 )
 from twinlm.errors import UserError
 from twinlm.recipe import Phase, Recipe
+from twinlm.world.generator import WorldConfig, build_world
 
 _FORMAT = 3  # bump when the cache's content changes (v3: the held-out rule of twinlm prepare)
 
 
 def world_of(recipe: Recipe):
-    from twinlm.world.generator import WorldConfig, build_world
-
     return build_world(WorldConfig(**asdict(recipe.data.world)))
 
 

@@ -60,6 +60,7 @@ from twinlm.data.sources import ids as token_ids
 from twinlm.data.sources.pieces import Piece, source_columns, source_pieces
 from twinlm.data.sources.resolve import describe_source, source_fingerprint
 from twinlm.data.store import id_dtype
+from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
 
 __all__ = ["FORMAT", "VERSION", "PrepareSettings", "Summary", "merge", "parse_shard", "plan_prepare", "prepare",
@@ -235,8 +236,6 @@ def prepare(source: str, tokenizer, out: str | Path, settings: PrepareSettings |
 
     Everything that can be wrong with the input is checked before the first unit starts. With
     `shard=(i, n)`, n > 1, only units u with u % n == i are done, and `out` is a part for `merge`."""
-    from twinlm.data.tokenizer import for_twin
-
     start = time.time()
     out = Path(out)
     plan = plan or plan_prepare(source, settings or PrepareSettings())

@@ -31,6 +31,7 @@ import numpy as np
 
 from twinlm.data.sources.mds import MDSDataset
 from twinlm.data.sources.resolve import Unit, open_disk, source_units
+from twinlm.data.store import is_store
 from twinlm.errors import UserError
 
 STEP_COLUMNS = ("step", "steps", "global_step")  # a training-order file's step number
@@ -136,8 +137,6 @@ def probe_source(source: str, ids_column: str = "input_ids", text_column: str = 
                  split: str = "train") -> SourceProbe:
     """Classify `source` as pre-tokenized or text from its columns; UserError when it is neither,
     when its streams disagree, or when `text_column` names a non-text column of a token stream."""
-    from twinlm.data.store import is_store
-
     if is_store(source):
         raise UserError(f"{source} is a bare token store; point at the prepared folder that holds it "
                         "(the one with prepare.json, train/ and heldout/)")
