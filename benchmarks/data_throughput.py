@@ -32,7 +32,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader
 
-from twinlm.data.mixture import Mixture, Stream, phase_dataset
+from twinlm.data.sampling import Mixture, Stream, phase_dataset
 from twinlm.data.store import TokenStore, write_documents
 from twinlm.objectives import collator_for
 from twinlm.recipe import load_recipe
