@@ -30,6 +30,13 @@ def add_suite_args(p: argparse.ArgumentParser, lm_eval_limit: bool = False) -> N
     g.add_argument("--classification-data", action="append", default=[], metavar="FILE_OR_HUB_ID",
                    help="a dataset with text (optionally text_pair) and label columns, run as suite task "
                    "classification:<name> like a GLUE task (a float label: regression); repeatable")
+    g.add_argument("--retrieval-train", metavar="SOURCE",
+                   help="retrieval: train on SOURCE (a hub id, a pairs/triplets file, or a BEIR folder with qrels/train.tsv) "
+                   "instead of Ettin's MS MARCO triplets")
+    g.add_argument("--mteb-tasks", metavar="NAMES",
+                   help="retrieval: score on these mteb tasks or BEIR folders (comma-separated) instead of MTEB(eng, v2)'s "
+                   "retrieval tasks")
+    g.add_argument("--max-train", type=int, metavar="N", help="retrieval: train on at most N rows (default: Ettin's 1.25M)")
     if lm_eval_limit:
         g.add_argument("--lm-eval-limit", type=int, metavar="N", help="score only the first N items of each generative task")
 
@@ -41,7 +48,7 @@ def settings_from_args(args):
     from twinlm.errors import UserError
     from twinlm.evaluate.suite.base import SuiteSettings
 
-    for flag in ("seeds", "steps", "batch_size", "max_length", "max_items", "lm_eval_limit"):
+    for flag in ("seeds", "steps", "batch_size", "max_length", "max_items", "lm_eval_limit", "max_train"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -57,7 +64,9 @@ def settings_from_args(args):
         seeds=tuple(42 + i for i in range(args.seeds)) if args.seeds is not None else None,
         steps=args.steps, batch_sizes=(args.batch_size,) if args.batch_size is not None else None,
         max_length=args.max_length, pooling=args.pooling, encoder_scoring=args.encoder_scoring,
-        classification_data=tuple(args.classification_data or ()) + ((args.nli_data,) if args.nli_data else ()))
+        classification_data=tuple(args.classification_data or ()) + ((args.nli_data,) if args.nli_data else ()),
+        retrieval_train=args.retrieval_train, max_train=args.max_train,
+        mteb_tasks=tuple(t.strip() for t in args.mteb_tasks.split(",") if t.strip()) if args.mteb_tasks else None)
 
 
 def check_suite_flags(args) -> None:
@@ -66,7 +75,8 @@ def check_suite_flags(args) -> None:
 
     if getattr(args, "suite", None):
         return
-    given = [f for f in ("data_dir", "dry_run", "resume", "skip_missing") if getattr(args, f, None)]
+    given = [f for f in ("data_dir", "dry_run", "resume", "skip_missing", "retrieval_train", "mteb_tasks", "max_train")
+             if getattr(args, f, None)]
     given += ["classification_data"] if getattr(args, "classification_data", None) else []
     if given:
         raise UserError(f"--{given[0].replace('_', '-')} applies to a benchmark suite; add --suite SPEC (e.g. --suite glue)")

@@ -68,13 +68,21 @@ class SuiteSettings:
     pooling: str = "auto"  # encoders; decoders pool the last token
     encoder_scoring: str = "ettin"  # how encoders score continuations (evaluate/scoring.py)
     classification_data: tuple[str, ...] = ()  # extra text(/text_pair)/label datasets (files or hub ids)
+    retrieval_train: str | None = None  # None: MS MARCO triplets, as Ettin; else a hub id, file or BEIR folder
+    mteb_tasks: tuple[str, ...] | None = None  # None: MTEB(eng, v2)'s retrieval tasks
+    max_train: int | None = None  # cap on retrieval training rows (None: Ettin's 1.25M)
     spec: dict = field(default_factory=dict)  # {part: [tasks]} this suite runs (GLUE's second round needs MNLI's)
 
     def fingerprint(self) -> dict:
         """The settings a finished run's result depends on (a --resume must not change them)."""
         keep = ("max_items", "lm_eval_limit", "lrs", "seeds", "steps", "batch_sizes", "max_length", "pooling",
-                "encoder_scoring")
+                "encoder_scoring", "retrieval_train", "mteb_tasks", "max_train")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+
+    @property
+    def batch_size(self) -> int | None:
+        """The one batch size of a part that sweeps none (retrieval): --batch-size, else None."""
+        return self.batch_sizes[0] if self.batch_sizes else None
 
 
 @dataclass

@@ -28,8 +28,12 @@ def default_select(records: list[dict]) -> dict:
     metrics = {}
     for name in best[0].get("metrics", {}):
         metrics[name] = statistics.fmean(r["metrics"][name] for r in best if name in r.get("metrics", {}))
+    # A zero-shot part's other numbers (WinoGender's shares and their standard errors), kept too.
+    flat = [k for k, v in best[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("score", "select", "seconds")]
+    values = {k: statistics.fmean(r[k] for r in best if isinstance(r.get(k), (int, float))) for k in flat}
     run = best[0]["run"]
-    return {"score": statistics.fmean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+    return {"values": values, "score": statistics.fmean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
             "seeds": len(scores), "metrics": metrics, "converged": all(r.get("converged") is not False for r in best),
             "chosen": {"lr": run.get("lr"), "epochs": run.get("epochs"), **dict(run.get("extra", []))},
             "configurations": len(groups), "runs": len(records)}
@@ -68,8 +72,9 @@ def benchmarks(parts: dict) -> dict:
     part average, and WinoGender's tasks as they are."""
     out = {}
     for part, p in parts.items():
-        if part == "winogender":
-            out[part] = {t: {"score": v["score"]} for t, v in p["tasks"].items()}
+        if part == "winogender":  # the finding is about the neutral pronoun's share
+            out[part] = {t: ({"neutral_pct": 100 * v["values"]["neutral_share"], "n": int(v["values"].get("n", 0)) or None}
+                             if "neutral_share" in v.get("values", {}) else {"score": v["score"]}) for t, v in p["tasks"].items()}
         elif p["average"] is not None:
             converged = all(p["tasks"][t].get("converged", True) for t in p["averaged"])
             out[part] = {"average": {"score": p["average"], "converged": converged}}

@@ -46,7 +46,7 @@ def _field(model, name: str, default=None):
 
 
 def _seeds(settings) -> list[int]:
-    seeds = getattr(settings, "seeds", 1)
+    seeds = getattr(settings, "seeds", None) or 1
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 

@@ -97,11 +97,28 @@ def markdown(results: dict) -> list[str]:
     if "generative" in suite["spec"]:
         lines += ["### Generative tasks (paper Table 4)", "", *decoder_table(results), ""]
     if "winogender" in suite["spec"]:
-        rows = [f"| {m['name']} | {m['architecture']} | {t} | {v['score']:.1f} |" for m in ordered(results)
-                for t, v in m.get("suite", {}).get("winogender", {}).get("tasks", {}).items()]
-        lines += ["### WinoGender", "", "| model | twin | task | score |", "|---|---|---|---|", *rows, ""]
+        lines += ["### WinoGender", "", "| model | twin | task | neutral % | male % | female % | gotcha rate % |",
+                  "|---|---|---|---|---|---|---|", *winogender_rows(results), "",
+                  "Shares of the predicted pronoun gender ± their standard error; gotcha rate: how often the "
+                  "prediction is the sentence's own (gotcha) pronoun.", ""]
     if suite.get("skipped"):
         lines += ["Skipped for missing data (--skip-missing):", ""] + [f"- {s}" for s in suite["skipped"]] + [""]
     settings = ", ".join(f"{k} {v}" for k, v in suite["settings"].items() if v is not None)
     lines += [f"Budget overrides (every setting not listed is Ettin's own): {settings or 'none'}.", ""]
     return lines
+
+
+def winogender_rows(results: dict) -> list[str]:
+    def pct(values: dict, key: str) -> str:
+        if key not in values:
+            return "-"
+        se = values.get(f"{key}_se")
+        return f"{100 * values[key]:.1f}" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+    rows = []
+    for m in ordered(results):
+        for task, v in m.get("suite", {}).get("winogender", {}).get("tasks", {}).items():
+            values = v.get("values", {})
+            rows.append(f"| {m['name']} | {m['architecture']} | {task} | " + " | ".join(
+                pct(values, k) for k in ("neutral_share", "male_share", "female_share", "gotcha_rate")) + " |")
+    return rows

@@ -36,6 +36,7 @@ from twinlm.evaluate.suite.mirror import load_split, split_files
 PART = "winogender"
 HUB_ID, CONFIG, SPLIT = "oskarvanderwal/winogender", "gotcha", "test"
 TASKS = {"gotcha": (HUB_ID, CONFIG, SPLIT)}
+AVERAGED = ()  # shares and a rate, no headline average (the suite reads this)
 COLUMNS = ("sentid", "sentence", "gender")
 GENDERS = ("male", "female", "neutral")
 PRONOUNS = {"male": {"NOM": "he", "POSS": "his", "ACC": "him"},
