@@ -75,7 +75,7 @@ def _assert_same_weights(out: Path, reference: Path, twin: str) -> None:
 
 
 def _assert_clean(out: Path) -> None:
-    assert not list(out.rglob(STAGING)) and not list(out.rglob("*.tmp")), "no leftovers of the killed saves"
+    assert not list(out.rglob(STAGING)) and not list(out.rglob("*.tmp")) and not list(out.rglob("*.partial")), "no leftovers of the killed saves"
     for twin_dir in out.glob("*/work"):
         pytest.fail(f"{twin_dir} should be gone once its phases are done")
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +12,10 @@ from twinlm.align.bco_config import BCOConfig
 from twinlm.align.chat_template import ensure_chat_template
 from twinlm.align.data import check_bco_rows, is_conversational, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, check_same_vocab, load_decoder
-from twinlm.align.output import prepare_out
 from twinlm.align.preference_task import preference_accuracy
 from twinlm.align.sft import lora_target_modules
 from twinlm.errors import UserError
+from twinlm.outputs import claim, write_json
 
 
 @dataclass
@@ -80,7 +79,8 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
     if settings.ref_model:
         ref, ref_tok = load_decoder(settings.ref_model, "reference model")
         check_same_vocab(tokenizer, ref_tok, f"reference model {settings.ref_model!r}")
-    out = prepare_out(out, overwrite, resume)  # all checks passed: only now touch the output folder
+    out = claim(out, overwrite, resume, resume_needs="checkpoints")  # all checks passed: only now touch the output folder
+    out.mkdir(parents=True, exist_ok=True)
     if is_conversational(rows[0]["prompt"]):
         ensure_chat_template(tokenizer)
     if settings.lora:
@@ -111,7 +111,7 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         metrics.update(before=before, after=after)
         record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",
                       before=before, after=after)
-    (out / "bco.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    write_json(out / "bco.json", record, default=str)
     return metrics
 
 

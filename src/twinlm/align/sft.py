@@ -13,7 +13,6 @@ itself in `out/adapter`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from twinlm.align.assistant_mask import DERIVED, MARKERS, choose_mask, encode_co
 from twinlm.align.chat_template import end_of_turn_token, ensure_chat_template
 from twinlm.align.data import check_sft_rows, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, load_decoder, load_tokenizer
-from twinlm.align.output import prepare_out
 from twinlm.align.preference_task import preference_accuracy
 from twinlm.errors import UserError
+from twinlm.outputs import claim, write_json
 
 _LLAMA_FAMILY = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2", "granite"}
 
@@ -125,7 +124,8 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
             rows = encode_conversations(rows, tokenizer, completion_only)
             if held is not None:
                 held["rows"] = encode_conversations(held["rows"], tokenizer, completion_only)
-    out = prepare_out(out, overwrite, resume)  # every check passed: only now touch the output folder
+    out = claim(out, overwrite, resume, resume_needs="checkpoints")  # every check passed: only now touch the output folder
+    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_decoder(model_path, tokenizer=tokenizer)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
@@ -161,7 +161,7 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         metrics.update(before=before, after=after)
         record.update(eval_data=str(eval_data) if not isinstance(eval_data, (list, Dataset)) else "rows",
                       before=before, after=after)
-    (out / "sft.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    write_json(out / "sft.json", record, default=str)
     return metrics
 
 

@@ -41,16 +41,17 @@ def run(args) -> int:
 
 def compare(inputs: list[str], cfg, out, overwrite: bool) -> dict:
     from twinlm.evaluate.report import findings, write_report
-    from twinlm.evaluate.runner import write_json
-    from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
+    from twinlm.evaluate.session import gather, run_session
+    from twinlm.outputs import check_out, publish, staging, write_json
 
     gather(inputs, cfg)  # every input error before the output folder is touched
-    out, tmp = prepare_out(out, overwrite)
+    out = check_out(out, overwrite)
+    tmp = staging(out)  # the old folder is replaced only once the new one is whole
     with quiet_libraries():
         results = run_session(inputs, cfg)
     write_json(tmp / "results.json", results)
     write_report(results, tmp)
-    finish_out(out, tmp)
+    publish(tmp, out)
     print("\n" + results["table"])
     if results["missing"]:
         print(f"missing (not evaluated): {', '.join(results['missing'])}")

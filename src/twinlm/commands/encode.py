@@ -26,11 +26,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from twinlm.errors import UserError
-    from twinlm.finetune.base import check_out, publish, staging_dir
     from twinlm.finetune.search import ENCODERS, load_model, model_kind, read_corpus, save_vectors
+    from twinlm.outputs import check_out, publish, staging
 
     out = check_out(args.out, args.overwrite)
     kind = model_kind(args.model)
@@ -41,10 +39,10 @@ def run(args) -> int:
     ids, texts = read_corpus(args.file, args.text_column)
     model = load_model(args.model, kind)
     vectors = ENCODERS[kind](model, texts, batch_size=args.batch_size, progress=True, query=args.queries)
-    tmp = staging_dir(Path(out))
+    tmp = staging(out)
     meta = save_vectors(tmp, kind, ids, vectors, {"model": str(args.model), "file": str(args.file),
                                                   "as_queries": bool(args.queries)})
-    publish(tmp, Path(out))
+    publish(tmp, out)
     extra = f", {meta['active_dims_mean']:.1f} active dimensions per text on average" if kind == "sparse" else ""
     print(f"{meta['count']} texts -> {out}/vectors.safetensors ({kind}, {meta['dimensions']} dimensions{extra})")
     return 0

@@ -142,13 +142,15 @@ def run(args) -> int:
     if args.suite:
         run_suite([args.model], args)
         return 0
-    from twinlm.evaluate.runner import format_table, write_json
-    from twinlm.evaluate.session import finish_out, gather, prepare_out, run_session
+    from twinlm.evaluate.runner import format_table
+    from twinlm.evaluate.session import gather, run_session
+    from twinlm.outputs import check_out, publish, staging, write_json
 
     cfg = config_from_args(args)
     extras = prepare_benchmarks(args, cfg)
     gather([args.model], cfg, benchmarks=bool(extras))  # every input error before the output folder is touched
-    out, tmp = prepare_out(args.out, args.overwrite)
+    out = check_out(args.out, args.overwrite)
+    tmp = staging(out)  # the old folder is replaced only once the new one is whole
     with quiet_libraries():
         results = run_session([args.model], cfg, benchmarks=bool(extras))
         for name, fn in extras:
@@ -158,7 +160,7 @@ def run(args) -> int:
     if extras:
         results["table"] = format_table(results)  # with the benchmark rows
     write_json(tmp / "results.json", results)
-    finish_out(out, tmp)
+    publish(tmp, out)
     if results["table"]:
         print("\n" + results["table"])
     if results["missing"]:

@@ -79,7 +79,7 @@ def recipe_from_args(args):
 
 def run(args) -> int:
     from twinlm.errors import UserError
-    from twinlm.finetune.base import check_out
+    from twinlm.outputs import check_out
 
     recipe = recipe_from_args(args)
     check_out(args.out, args.overwrite)

@@ -4,7 +4,7 @@ twin's class, then keep training it with the other objective on the pretraining 
 decoder -> encoder: bidirectional attention + MLM at 15% (or MNTP); encoder -> decoder: causal
 attention + CLM. One phase, warmup then linear decay to 0.02x, peak LR = the recipe's decay-phase
 starting LR, a fresh optimizer, scaled by a token budget. The phase runs on the pretraining phase
-runner (`twinlm.train.pretrain._run_phase`), so logging, checkpoints and held-out loss are the
+runner (`twinlm.train.pretrain.run_phase`), so logging, checkpoints and held-out loss are the
 same as for the native twins, and `resume=True` (`--resume`) continues an interrupted conversion
 from its last checkpoint, given the same source weights (`source.json` records them). The result
 is a plain HF folder of the target class with the recipe (`twinlm.yaml`) and `conversion.json`
@@ -16,13 +16,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers.utils import logging as hf_logging
+
+from twinlm.convert.mntp import MNTPCollator
+from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
+from twinlm.data.corpus import phase_data
+from twinlm.data.tokenizer import load_tokenizer
 from twinlm.errors import UserError
-from twinlm.recipe import Phase, Recipe
+from twinlm.models import count_parameters, set_global_rope_theta
+from twinlm.outputs import check_hf_folder, check_out, publish_into, staging, write_json
+from twinlm.recipe import Phase, Recipe, load_recipe
+from twinlm.train.pretrain import RECIPE_FILE, check_resume_recipe, prepare_output, run_phase
+from twinlm.train.twin_folder import save_twin_folder
 
 CONVERSION_FILE = "conversion.json"
 SOURCE_FILE = "source.json"
@@ -49,8 +59,6 @@ def cross_phase(recipe: Recipe, tokens: int | None, objective: str, mask_ratio: 
 
 def source_recipe(model_dir: Path, recipe: str | None, overrides: Sequence[str]) -> Recipe:
     """The recipe whose data the continued training uses: --recipe, else the model's twinlm.yaml."""
-    from twinlm.recipe import load_recipe
-
     if recipe:
         return load_recipe(recipe, list(overrides))
     own = model_dir / "twinlm.yaml"
@@ -63,11 +71,8 @@ def source_recipe(model_dir: Path, recipe: str | None, overrides: Sequence[str])
 
 
 def load_source(model_dir: Path, source_twin: str, attn_implementation: str):
-    """Load the source checkpoint, refusing the wrong class before any training."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
-    if not (model_dir / "config.json").exists():
-        raise UserError(f"{model_dir} is not a model folder (no config.json)")
+    """Load the source checkpoint, refusing the wrong class or an incomplete folder before any training."""
+    check_hf_folder(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
     want = "modernbert-decoder" if source_twin == "decoder" else "modernbert"
     if config.model_type != want:
@@ -118,18 +123,9 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     (the recipe, including --tokens / --objective / --mask-ratio / --set, must be the one it was
     started with); on a finished conversion it does nothing and returns the metadata. Without
     `resume` or `overwrite` an existing, non-empty `out` is refused."""
-    from transformers.utils import logging as hf_logging
-
-    from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
-    from twinlm.data.corpus import phase_data
-    from twinlm.data.tokenizer import load_tokenizer
-    from twinlm.models import count_parameters, set_global_rope_theta
-    from twinlm.train.pretrain import RECIPE_FILE, _run_phase, check_resume_recipe, prepare_output
-
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line errors below
     model_dir, out = Path(model_dir), Path(out)
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pick one")
+    check_out(out, overwrite, resume, resume_needs=RECIPE_FILE)  # before loading anything
     if target not in OBJECTIVES:
         raise UserError(f"target twin {target!r}; valid: encoder, decoder")
     objective = objective or OBJECTIVES[target][0]
@@ -162,13 +158,13 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     tokenizer = load_tokenizer(str(model_dir))
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # written first: what --resume checks and needs (prepare_output looks for the recipe)
-        (out / SOURCE_FILE).write_text(json.dumps(identity, indent=1))
+        write_json(out / SOURCE_FILE, identity)
         rec.dump(out / RECIPE_FILE)
     cache = out / "data"
     # The phase's streams (a mixture where the recipe lists several), as pretraining reads them.
     train_store, heldout_store = phase_data(rec, tokenizer, cache)[phase.name]
     collator = _collator(objective, tokenizer, model, phase)
-    result = _run_phase(rec, out, target, model, tokenizer, phase, rec.phase_steps(phase), train_store,
+    result = run_phase(rec, out, target, model, tokenizer, phase, rec.phase_steps(phase), train_store,
                         heldout_store, 0, callbacks, collator=collator)
     meta = {
         "kind": "cross-objective", "from": source_twin, "to": target, "objective": objective,
@@ -188,25 +184,20 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
 def _collator(objective: str, tokenizer, model, phase: Phase):
     if objective != "mntp":
         return None  # the twin's own objective: MLM for the encoder, CLM for the decoder
-    from twinlm.convert.mntp import MNTPCollator
-
     # The encoder class does not shift labels, so the collator does (see twinlm.convert.mntp).
     return MNTPCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, len(tokenizer), tokenizer.all_special_ids,
                         phase.mask_ratio, shift="collator")
 
 
 def _write(model, tokenizer, twin: str, out: Path, recipe: Recipe, meta: dict, num_params: int) -> None:
-    from twinlm.train.pretrain import RECIPE_FILE, _save_pretrained
-
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tokenizer, twin, tmp)
+    # Staged, then moved into `out` item by item: out also holds source.json and the recipe that
+    # --resume reads, and conversion.json (which marks the conversion finished) arrives whole.
+    tmp = staging(out)
+    save_twin_folder(model, tokenizer, twin, tmp)
     recipe.dump(tmp / RECIPE_FILE)
-    (tmp / CONVERSION_FILE).write_text(json.dumps(meta, indent=1))
+    write_json(tmp / CONVERSION_FILE, meta)
     (tmp / "README.md").write_text(_card(meta, num_params))
-    for item in tmp.iterdir():
-        os.replace(item, out / item.name)
-    tmp.rmdir()
+    publish_into(tmp, out)
 
 
 def _card(meta: dict, num_params: int) -> str:

@@ -11,13 +11,13 @@ Settings come from a strict recipe (`recipes/convert/llm2vec*.yaml`, `--set key=
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from twinlm.errors import UserError
+from twinlm.outputs import claim, publish_into, staging, write_json
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "convert"
 META_FILE = "llm2vec.json"
@@ -149,7 +149,6 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     from twinlm.convert.bidirectional import make_bidirectional
     from twinlm.convert.mntp import train_mntp
     from twinlm.convert.simcse import contrastive_train, embedding_model, simcse_rows, supervised_rows
-    from twinlm.train.pretrain import prepare_output
 
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
@@ -160,7 +159,8 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     extra = extra_simcse_texts(cfg)
     if not texts:
         raise UserError("no training text for MNTP/SimCSE")
-    prepare_output(out, resume=False, overwrite=overwrite)
+    claim(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     hf_logging.disable_progress_bar()
     torch.manual_seed(cfg.seed)
     work = out / ".work"
@@ -228,13 +228,10 @@ def _original_dropout(model_dir: Path) -> float:
 
 
 def _save(st, out: Path, meta: dict) -> None:
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(out)
     st.save(str(tmp))
     saved = json.loads((tmp / "config.json").read_text())
     if saved.get("is_causal") is not False:
         raise RuntimeError("the saved config lost is_causal=False; the model would load causal")
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-    for item in tmp.iterdir():
-        os.replace(item, out / item.name)
-    tmp.rmdir()
+    write_json(tmp / META_FILE, meta)
+    publish_into(tmp, out)  # out also holds the stages' work folder until the end

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -272,10 +271,3 @@ def _cell(s: dict | None, converged: bool | None) -> str:
         return "-"
     text = f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if len(s.get("seeds", [])) > 1 else "")
     return text + ("*" if converged is False else "")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Written to a temporary name and renamed, so an interrupted write never leaves half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    os.replace(tmp, path)

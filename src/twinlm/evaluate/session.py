@@ -4,31 +4,12 @@ results, evaluate what is missing, and write results.json (+ the report) into a 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from twinlm.errors import UserError
 from twinlm.evaluate.config import EvalConfig
 from twinlm.evaluate.models import ModelRef, resolve, unscorable_tasks
-
-
-def prepare_out(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
-    """(final folder, temporary folder to write into). Refuses an existing folder without
-    --overwrite, before any work; the old folder is only replaced once the new one is complete."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return out, tmp
-
-
-def finish_out(out: Path, tmp: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
 
 
 def load_results(path: Path) -> dict:

@@ -8,7 +8,6 @@ model card, the resolved recipe and the before/after scores.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 from twinlm.errors import UserError
 from twinlm.finetune.recipe import FinetuneRecipe
+from twinlm.outputs import check_out, publish, staging, write_json
 
 # model_type values of causal LMs that twinlm knows by name; anything whose architecture ends in
 # ForCausalLM counts as a decoder too.
@@ -85,9 +85,6 @@ def transformer_module(base: BaseModel, task: str = "feature-extraction", max_se
     return module
 
 
-# ---- output folders ----------------------------------------------------------------------------
-
-
 def make_loss(losses_module, name: str, model, args: dict[str, Any], recipe: FinetuneRecipe):
     """Instantiate loss `name` from a sentence-transformers losses module with `loss_args`.
     Cached losses get the recipe's gradient-cache chunk size; a wrong argument is a one-line error."""
@@ -98,29 +95,6 @@ def make_loss(losses_module, name: str, model, args: dict[str, Any], recipe: Fin
         return getattr(losses_module, name)(model, **args)
     except TypeError as err:
         raise UserError(f"loss_args for {name}: {err}") from None
-
-
-def check_out(out: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an earlier result unless asked; run before any expensive work."""
-    path = Path(out)
-    if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
-    return path
-
-
-def staging_dir(out: Path) -> Path:
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    return tmp
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move a finished staging folder into place, replacing `out` only now that it succeeded."""
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    tmp.rename(out)
 
 
 # ---- the shared fit path ----------------------------------------------------------------------
@@ -196,7 +170,7 @@ def fit(
     `loss` None: the model computes its own (HF Trainer); `tokenizer` is saved next to an HF model.
     """
     out = check_out(out, overwrite)
-    tmp = staging_dir(out)
+    tmp = staging(out)  # the old folder is replaced only once the new one is whole
     started = time.time()
     before = evaluate(model)
     _print_scores("before", before)
@@ -226,7 +200,7 @@ def write_results(folder: Path, recipe: FinetuneRecipe, result: FitResult, notes
     recipe.dump(folder / "twinlm-finetune.yaml")
     record = {"before": result.before, "after": result.after, "train_loss": result.train_loss,
               "seconds": round(result.seconds, 2), **result.extra}
-    (folder / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(folder / RESULTS_FILE, record, indent=2)
     rows = "\n".join(f"| {k} | {result.before.get(k, float('nan')):.4f} | {v:.4f} |" for k, v in result.after.items())
     section = f"""
 

@@ -28,7 +28,6 @@ from transformers.utils import logging as hf_logging
 from twinlm.data.corpus import check_sources, data_lines, phase_data, prepare_tokenizer
 from twinlm.data.sampling import phase_dataset
 from twinlm.data.store import TokenStore
-from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
 from twinlm.models import (
     build_config,
@@ -38,6 +37,7 @@ from twinlm.models import (
     training_flops_per_token,
 )
 from twinlm.objectives import collator_for
+from twinlm.outputs import claim, publish, publish_into, staging, write_json
 from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
 from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
@@ -58,6 +58,7 @@ from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_a
 from twinlm.train.optim import build_optimizer
 from twinlm.train.preflight import check_attention
 from twinlm.train.schedules import BatchSchedule, lr_multiplier, warmup_steps_for
+from twinlm.train.twin_folder import complete_twin_folder, save_twin_folder
 
 RECIPE_FILE = "twinlm.yaml"
 DONE_FILE = "phase.json"
@@ -160,7 +161,7 @@ class PhaseTrainer(Trainer):
         name = f"checkpoint-{self.state.global_step}"
         staged, final = Path(self._get_output_dir()) / name, Path(self.args.output_dir) / name
         if self.twin_tokenizer is not None:  # a plain HF folder: from_pretrained / pipeline load it as is
-            _complete_hf_folder(self.model, self.twin_tokenizer, self.twin, staged)
+            complete_twin_folder(self.model, self.twin_tokenizer, self.twin, staged)
         (staged / COMPLETE_FILE).write_text(json.dumps({"step": self.state.global_step}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
@@ -220,17 +221,11 @@ class PhaseResult:
 
 
 def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber earlier results; say so before any work starts."""
-    if resume:
-        if not (out / RECIPE_FILE).exists():
-            raise UserError(f"--resume: nothing to resume in {out} (no {RECIPE_FILE}); start without --resume")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"output folder {out} exists; pass --overwrite to replace it or --resume to continue it")
-        if process_state().is_main_process:
-            shutil.rmtree(out)
-    process_state().wait_for_everyone()
+    """Refuse to clobber earlier results, before any work starts; with --overwrite the main
+    process clears the folder while the others wait. A run is resumable once its recipe is written."""
+    state = process_state()
+    claim(out, overwrite, resume, resume_needs=RECIPE_FILE, main_process=state.is_main_process)
+    state.wait_for_everyone()
 
 
 def check_resume_recipe(recipe: Recipe, out: Path) -> None:
@@ -308,7 +303,7 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
                 finish_work_folder(work, recipe.training.keep_every)
         else:
             set_global_rope_theta(model, phase.rope_theta)
-            result = _run_phase(recipe, out, twin, model, tokenizer, phase, recipe.phase_steps(phase), train_store,
+            result = run_phase(recipe, out, twin, model, tokenizer, phase, recipe.phase_steps(phase), train_store,
                                 heldout_store, step_offset, callbacks, evaluate=False, token_offset=token_offset)
             # The weights are saved first, so nothing after this line can lose the phase.
             if state.is_main_process:
@@ -324,7 +319,7 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
                                                                   tokenizer.all_special_ids,
                                                                   heldout_tokens=t.heldout_tokens)
             if state.is_main_process:
-                _write_json_atomic(phase_dir / DONE_FILE, result.__dict__)
+                write_json(phase_dir / DONE_FILE, result.__dict__)
             state.wait_for_everyone()
             if state.is_main_process:
                 print(f"{twin} {phase.name}: done ({result.steps} steps, held-out loss "
@@ -337,12 +332,6 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
         _write_final(model, tokenizer, twin, twin_dir, recipe, results)
     state.wait_for_everyone()
     return results
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _load(twin: str, path: Path, recipe: Recipe):
@@ -405,7 +394,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
     return trainer
 
 
-def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
+def run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: TokenStore,
                heldout_store: TokenStore, step_offset, callbacks, collator=None, evaluate: bool = True,
                token_offset: int | None = None) -> PhaseResult:
     """Train one phase (resuming from its newest complete checkpoint); with `evaluate`, also
@@ -447,50 +436,19 @@ def _run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: T
     )
 
 
-def _save_pretrained(model, tokenizer, twin: str, path: Path) -> None:
-    """A plain HF folder: weights with the sparse MLM head switched off, the twin's tokenizer."""
-    sparse = getattr(model.config, "sparse_prediction", None)
-    if sparse is not None:
-        model.config.sparse_prediction = False
-    model.save_pretrained(path)
-    if sparse is not None:
-        model.config.sparse_prediction = sparse
-    _complete_hf_folder(model, tokenizer, twin, path)
-
-
-def _complete_hf_folder(model, tokenizer, twin: str, path: Path) -> None:
-    """Next to saved weights: the twin's tokenizer, the decoder's generation settings, and the
-    sparse MLM head (a training-time option) switched off in config.json."""
-    for_twin(tokenizer, twin).save_pretrained(path)
-    if twin == "decoder":
-        model.generation_config.bos_token_id = tokenizer.cls_token_id
-        model.generation_config.eos_token_id = tokenizer.sep_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.save_pretrained(path)
-    config = path / "config.json"
-    data = json.loads(config.read_text())
-    if data.get("sparse_prediction"):
-        data["sparse_prediction"] = False
-        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _save_atomic(model, tokenizer, twin: str, phase_dir: Path, result: PhaseResult) -> None:
-    tmp = phase_dir.with_name(phase_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tokenizer, twin, tmp)
-    (tmp / DONE_FILE).write_text(json.dumps(result.__dict__, indent=1))
-    shutil.rmtree(phase_dir, ignore_errors=True)
-    os.replace(tmp, phase_dir)
+    tmp = staging(phase_dir)
+    save_twin_folder(model, tokenizer, twin, tmp)
+    write_json(tmp / DONE_FILE, result.__dict__)
+    publish(tmp, phase_dir)
 
 
 def _write_final(model, tokenizer, twin, twin_dir: Path, recipe: Recipe, results: list[PhaseResult]) -> None:
     """The twin's top folder: the last phase's weights, the resolved recipe and a model card.
-    Files are written to a temporary folder and renamed into place one by one."""
-    tmp = twin_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tokenizer, twin, tmp)
+    Files are written to a staging folder and moved into place one by one (the twin's folder also
+    holds the phases)."""
+    tmp = staging(twin_dir)
+    save_twin_folder(model, tokenizer, twin, tmp)
     recipe.dump(tmp / RECIPE_FILE)
     write_model_card(tmp / "README.md", twin, recipe, results, count_parameters(model))
-    for item in tmp.iterdir():
-        os.replace(item, twin_dir / item.name)
-    tmp.rmdir()
+    publish_into(tmp, twin_dir)

@@ -10,6 +10,7 @@ from pathlib import Path
 from twinlm.evaluate.suite.base import SuiteSettings
 from twinlm.evaluate.suite.planner import SuitePlan
 from twinlm.evaluate.suite.registry import load_part, tasks_of
+from twinlm.outputs import write_json
 
 
 def default_select(records: list[dict]) -> dict:
@@ -107,6 +108,4 @@ def table(results: dict) -> str:
 
 
 def write(results: dict, out: Path) -> None:
-    from twinlm.evaluate.runner import write_json
-
     write_json(Path(out) / "results.json", results)

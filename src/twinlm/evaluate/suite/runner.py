@@ -14,6 +14,7 @@ from twinlm.errors import UserError
 from twinlm.evaluate.suite.base import SuiteSettings
 from twinlm.evaluate.suite.planner import SuitePlan, units_of
 from twinlm.evaluate.suite.registry import load_part
+from twinlm.outputs import write_json
 
 STATE = "suite.json"
 
@@ -86,8 +87,6 @@ class SuiteProgress:
 
 def execute(plan: SuitePlan, settings: SuiteSettings, out: Path, log=print) -> dict[str, dict]:
     """Runs what has no record yet; returns every record of the plan, by key."""
-    from twinlm.evaluate.runner import write_json
-
     records = read_records(out)
     todo = [(run, ref) for run, ref in plan.runs if run.key not in records]
     if len(todo) < len(plan.runs):
