@@ -36,6 +36,7 @@ from twinlm.data.corpus import data_lines, phase_data
 from twinlm.data.sampling import MixtureDataset, phase_dataset
 from twinlm.data.store import shard_names, write_documents, write_index
 from twinlm.recipe import load_recipe
+from twinlm.train.schedules import phase_steps
 
 SHARD_TOKENS = 2**30
 GPUS = 64
@@ -137,7 +138,7 @@ def main() -> None:
         for phase in recipe.phases:
             train, heldout = data[phase.name]
             batch = recipe.batch_of(phase)
-            steps = recipe.phase_steps(phase)
+            steps = phase_steps(recipe, phase)
             t0 = time.perf_counter()
             twins = [phase_dataset(train, phase.seq_len, steps * batch, recipe.training.seed) for _ in range(2)]
             built = time.perf_counter() - t0

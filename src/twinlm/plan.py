@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from twinlm.models import estimate_parameters, training_flops_per_token
 from twinlm.recipe import TWINS, Recipe
+from twinlm.train.schedules import batch_schedule, phase_steps
 
 
 @dataclass
@@ -93,7 +94,7 @@ def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 
     for twin in TWINS:
         params = estimate_parameters(recipe.model, vocab, twin)
         for phase in recipe.phases:
-            schedule = recipe.batch_schedule(phase)
+            schedule = batch_schedule(recipe, phase)
             split = splits[phase.name]
             tokens = schedule.tokens_through(schedule.steps)
             head = phase.mask_ratio if (twin == "encoder" and recipe.training.sparse_mlm_head) else 1.0
@@ -161,7 +162,7 @@ def data_plan_lines(recipe: Recipe) -> list[str]:
     lines = []
     for phase in recipe.phases:
         streams = recipe.streams_of(phase)
-        samples = recipe.phase_steps(phase) * recipe.batch_of(phase)
+        samples = phase_steps(recipe, phase) * recipe.batch_of(phase)
         sizes = [_prepared_sizes(st.source) for st in streams]
         if len(streams) == 1:
             shares = [1.0]

@@ -342,18 +342,6 @@ class Recipe:
     def micro_batch_of(self, phase: Phase) -> int | str:
         return phase.micro_batch if phase.micro_batch is not None else self.training.micro_batch
 
-    def batch_schedule(self, phase: Phase):
-        """Sequences per step of `phase` (batch-size warmup applies to the first phase only)."""
-        from twinlm.train.schedules import BatchSchedule
-
-        t = self.training
-        warm = phase.name == self.phases[0].name and t.batch_warmup_tokens > 0
-        return BatchSchedule(self.batch_of(phase), phase.seq_len, phase.tokens,
-                             t.batch_warmup_min if warm else 0, t.batch_warmup_tokens if warm else 0)
-
-    def phase_steps(self, phase: Phase) -> int:
-        return self.batch_schedule(phase).steps
-
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from twinlm.recipe import load_recipe
 from twinlm.train.pretrain import pretrain
-from twinlm.train.schedules import BatchSchedule, warmup_steps_for
+from twinlm.train.schedules import BatchSchedule, batch_schedule, warmup_steps_for
 
 # micro: global batch 8 at seq 64 (512 tokens per full step); the ramp 2 -> 8 over 4,096 tokens.
 WARMUP = ["training.batch_warmup_min=2", "training.batch_warmup_tokens=4096", "phases.pretrain.tokens=8192",
@@ -52,7 +52,7 @@ class _Crash(TrainerCallback):
 
 def test_batch_size_warmup(tmp_path):
     recipe = load_recipe("micro", WARMUP)
-    schedule = recipe.batch_schedule(recipe.phases[0])
+    schedule = batch_schedule(recipe, recipe.phases[0])
     out = tmp_path / "run"
     pretrain(recipe, out, twins=["encoder", "decoder"])
     records = _records(out)

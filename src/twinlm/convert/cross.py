@@ -32,6 +32,7 @@ from twinlm.models import count_parameters, set_global_rope_theta
 from twinlm.outputs import check_hf_folder, check_out, publish_into, staging, write_json
 from twinlm.recipe import Phase, Recipe, load_recipe
 from twinlm.train.pretrain import RECIPE_FILE, check_resume_recipe, prepare_output, run_phase
+from twinlm.train.schedules import phase_steps
 from twinlm.train.twin_folder import save_twin_folder
 
 CONVERSION_FILE = "conversion.json"
@@ -164,7 +165,7 @@ def cross_train(model_dir: str | Path, out: str | Path, target: str, tokens: int
     # The phase's streams (a mixture where the recipe lists several), as pretraining reads them.
     train_store, heldout_store = phase_data(rec, tokenizer, cache)[phase.name]
     collator = _collator(objective, tokenizer, model, phase)
-    result = run_phase(rec, out, target, model, tokenizer, phase, rec.phase_steps(phase), train_store,
+    result = run_phase(rec, out, target, model, tokenizer, phase, phase_steps(rec, phase), train_store,
                         heldout_store, 0, callbacks, collator=collator)
     meta = {
         "kind": "cross-objective", "from": source_twin, "to": target, "objective": objective,

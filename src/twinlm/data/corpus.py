@@ -47,6 +47,7 @@ from twinlm.data.tokenizer import (
 )
 from twinlm.errors import UserError
 from twinlm.recipe import Phase, Recipe
+from twinlm.train.schedules import phase_steps
 from twinlm.world.generator import WorldConfig, build_world
 
 _FORMAT = 3  # bump when the cache's content changes (v3: the held-out rule of twinlm prepare)
@@ -338,5 +339,5 @@ def data_lines(recipe: Recipe, data: dict, phase: Phase | None = None) -> list[s
                      f"{train.num_tokens:,} tokens; held-out {heldout.num_documents:,} documents, "
                      f"{heldout.num_tokens:,} tokens; packing efficiency L={p.seq_len}: "
                      f"{100 * train.efficiency(p.seq_len):.2f}%")
-        lines += share_lines(train, p.seq_len, recipe.phase_steps(p) * recipe.batch_of(p), recipe.training.seed)
+        lines += share_lines(train, p.seq_len, phase_steps(recipe, p) * recipe.batch_of(p), recipe.training.seed)
     return lines

@@ -57,7 +57,7 @@ from twinlm.train.loss import attach_chunked_loss
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
 from twinlm.train.preflight import check_attention
-from twinlm.train.schedules import BatchSchedule, lr_multiplier, warmup_steps_for
+from twinlm.train.schedules import BatchSchedule, batch_schedule, lr_multiplier, phase_steps, warmup_steps_for
 from twinlm.train.twin_folder import complete_twin_folder, save_twin_folder
 
 RECIPE_FILE = "twinlm.yaml"
@@ -303,7 +303,7 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
                 finish_work_folder(work, recipe.training.keep_every)
         else:
             set_global_rope_theta(model, phase.rope_theta)
-            result = run_phase(recipe, out, twin, model, tokenizer, phase, recipe.phase_steps(phase), train_store,
+            result = run_phase(recipe, out, twin, model, tokenizer, phase, phase_steps(recipe, phase), train_store,
                                 heldout_store, step_offset, callbacks, evaluate=False, token_offset=token_offset)
             # The weights are saved first, so nothing after this line can lose the phase.
             if state.is_main_process:
@@ -350,7 +350,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
     phase's steps (`recipe.phase_steps`), or fewer to stop early."""
     t = recipe.training
     state = process_state()
-    schedule = recipe.batch_schedule(phase)
+    schedule = batch_schedule(recipe, phase)
     split = split_batch(recipe, phase, state.num_processes)
     steps = min(steps, schedule.steps)
     # One call builds the phase's sample order; item i of it is sample i of the phase.

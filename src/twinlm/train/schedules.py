@@ -3,7 +3,8 @@
 Each phase owns its own schedule over its own steps, expressed as a multiple of the recipe's
 peak LR: warmup then constant (pretrain), 1-sqrt decay between two multiples (context extension
 and decay), or warmup then linear decay (cross-objective training). `BatchSchedule` gives the
-sequences per step (batch-size warmup), from which the steps of a phase follow.
+sequences per step (batch-size warmup), from which the steps of a phase follow. The recipe only
+states the numbers; this module does the arithmetic (`batch_schedule`, `phase_steps`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-from twinlm.recipe import Phase
+from twinlm.recipe import Phase, Recipe
 
 
 def lr_multiplier(phase: Phase, step: int, total_steps: int, warmup_steps: int) -> float:
@@ -94,3 +95,15 @@ class BatchSchedule:
     @property
     def total_samples(self) -> int:
         return self.samples_through(self.steps)
+
+
+def batch_schedule(recipe: Recipe, phase: Phase) -> BatchSchedule:
+    """Sequences per step of `phase` (batch-size warmup applies to the first phase only)."""
+    t = recipe.training
+    warm = phase.name == recipe.phases[0].name and t.batch_warmup_tokens > 0
+    return BatchSchedule(recipe.batch_of(phase), phase.seq_len, phase.tokens,
+                         t.batch_warmup_min if warm else 0, t.batch_warmup_tokens if warm else 0)
+
+
+def phase_steps(recipe: Recipe, phase: Phase) -> int:
+    return batch_schedule(recipe, phase).steps
