@@ -49,13 +49,14 @@ print(json.dumps(m.similarity(m.encode_query([{query!r}]), m.encode_document(tex
 
 def test_encode_and_search_find_the_person(colbert, micro_world, tmp_path):
     from twinlm.finetune.index import load_index
+    from twinlm.finetune.kinds import KINDS
     from twinlm.finetune.multivector import encode_multivectors, load_multivector
-    from twinlm.finetune.search import ENCODERS, SAVERS, save_vectors, search
+    from twinlm.finetune.search import save_vectors, search
 
     people = micro_world.people[:20]
     corpus = [micro_world.biography(p, 2) for p in people]
-    vectors = ENCODERS["multivector"](load_multivector(colbert.out), corpus, progress=False)
-    assert "multivector" in SAVERS
+    vectors = KINDS["multivector"].encode(load_multivector(colbert.out), corpus, progress=False)
+    assert KINDS["multivector"].tensors is not None
     meta = save_vectors(tmp_path / "vec", "multivector", [f"doc-{p.id}" for p in people], vectors, {})
     assert meta["count"] == 20 and meta["dimensions"] == 128
     queries = [f"Where was {p.name} born?" for p in people]

@@ -71,10 +71,11 @@ print(json.dumps(CrossEncoder({str(reranker.out)!r}).predict(json.loads({json.du
 
 
 def test_retrieve_then_rerank(reranker, micro_world):
+    from twinlm.finetune.hits import Hit
+    from twinlm.finetune.kinds import KINDS
     from twinlm.finetune.rerank import rerank_hits
-    from twinlm.finetune.search import RERANKERS, Hit
 
-    assert RERANKERS["rerank"] is rerank_hits
+    assert KINDS["rerank"].rerank is rerank_hits
     corpus = [micro_world.biography(p, 2) for p in micro_world.people[:6]]
     first = [[Hit(i, 0.0) for i in range(6)]]
     out = rerank_hits(str(reranker.out), corpus, [f"Where was {micro_world.people[3].name} born?"], first)

@@ -71,7 +71,7 @@ def _first_losses(micro_run, packing: bool, steps: int = 4) -> list[float]:
     pack holds them all. Either way every step sees every row once."""
     from trl import SFTConfig
 
-    from twinlm.align.sft import _trainer_class
+    from twinlm.align.sft import sft_trainer_class
 
     model = AutoModelForCausalLM.from_pretrained(micro_run / "decoder")
     tok = AutoTokenizer.from_pretrained(micro_run / "decoder")
@@ -79,7 +79,7 @@ def _first_losses(micro_run, packing: bool, steps: int = 4) -> list[float]:
                      per_device_train_batch_size=1 if packing else len(ROWS), packing=packing, max_length=512,
                      logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0,
                      lr_scheduler_type="constant", completion_only_loss=True)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(ROWS), processing_class=tok)
+    trainer = sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(ROWS), processing_class=tok)
     assert len(trainer.train_dataset) == (1 if packing else len(ROWS))
     trainer.train()
     return [e["loss"] for e in trainer.state.log_history if "loss" in e]

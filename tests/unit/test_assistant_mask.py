@@ -224,7 +224,7 @@ def test_sft_trains_on_the_derived_mask(tmp_path, capsys, monkeypatch):
 
     tok = tiny_llama(tmp_path / "llama", CHATML_SYSTEM)
     seen = {}
-    make = sft_module._trainer_class
+    make = sft_module.sft_trainer_class
 
     def recording():
         cls = make()
@@ -236,7 +236,7 @@ def test_sft_trains_on_the_derived_mask(tmp_path, capsys, monkeypatch):
 
         return Recording
 
-    monkeypatch.setattr(sft_module, "_trainer_class", recording)
+    monkeypatch.setattr(sft_module, "sft_trainer_class", recording)
     rows = [{"messages": CHAT}] * 4
     metrics = sft(tmp_path / "llama", rows, tmp_path / "out",
                   SFTSettings(assistant_only_loss=True, max_steps=1, batch_size=2, max_length=64, learning_rate=1e-3))

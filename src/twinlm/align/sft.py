@@ -77,7 +77,7 @@ def lora_target_modules(model_type: str) -> list[str] | str:
 _HEAD_BEFORE_OUTPUT = {"modernbert-decoder"}
 
 
-def _trainer_class():
+def sft_trainer_class():
     from transformers import Trainer
     from trl import SFTTrainer
 
@@ -145,7 +145,7 @@ def sft(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         )
     try:
         with no_dataset_bars():  # TRL's preparation would print a stack of map bars above the training bar
-            trainer = _trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+            trainer = sft_trainer_class()(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                        peft_config=peft_config, eval_dataset=held["rows"] if held else None)
     except ValueError as err:  # TRL's checks of data against settings are user mistakes
         raise UserError(f"SFT setup: {str(err).splitlines()[0]}") from None

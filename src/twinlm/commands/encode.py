@@ -27,18 +27,19 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from twinlm.errors import UserError
-    from twinlm.finetune.search import ENCODERS, load_model, model_kind, read_corpus, save_vectors
+    from twinlm.finetune.kinds import KINDS, kinds_that
+    from twinlm.finetune.search import load_model, model_kind, read_corpus, save_vectors
     from twinlm.outputs import check_out, publish, staging
 
     out = check_out(args.out, args.overwrite)
     kind = model_kind(args.model)
-    if kind not in ENCODERS:
-        raise UserError(f"{args.model} is a {kind} model; encode supports {', '.join(ENCODERS)} models")
+    if KINDS[kind].encode is None:
+        raise UserError(f"{args.model} is a {kind} model; encode supports {', '.join(kinds_that('encode'))} models")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     ids, texts = read_corpus(args.file, args.text_column)
     model = load_model(args.model, kind)
-    vectors = ENCODERS[kind](model, texts, batch_size=args.batch_size, progress=True, query=args.queries)
+    vectors = KINDS[kind].encode(model, texts, batch_size=args.batch_size, progress=True, query=args.queries)
     tmp = staging(out)
     meta = save_vectors(tmp, kind, ids, vectors, {"model": str(args.model), "file": str(args.file),
                                                   "as_queries": bool(args.queries)})

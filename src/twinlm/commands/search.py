@@ -25,6 +25,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from twinlm.errors import UserError
     from twinlm.finetune import search as s
+    from twinlm.finetune.kinds import KINDS
 
     if args.top_k < 1:
         raise UserError("-k must be at least 1")
@@ -32,12 +33,10 @@ def run(args) -> int:
     if args.reranker:
         if s.model_kind(args.reranker) != "rerank":
             raise UserError(f"--reranker {args.reranker} is not a CrossEncoder reranker")
-        if "rerank" not in s.RERANKERS:
-            raise UserError("reranking is not available in this version of twinlm")
     ids, texts = s.read_corpus(args.corpus, args.text_column)
     results = s.search(args.model, texts, args.query, args.top_k)
     if args.reranker:
-        results = s.RERANKERS["rerank"](args.reranker, texts, args.query, results)
+        results = KINDS["rerank"].rerank(args.reranker, texts, args.query, results)
     for query, hits in zip(args.query, results):
         print(f"query: {query}")
         for rank, hit in enumerate(hits, 1):

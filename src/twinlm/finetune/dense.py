@@ -23,6 +23,7 @@ from twinlm.finetune.base import (
     transformer_module,
 )
 from twinlm.finetune.data import LossColumns, recipe_world, retrieval_eval_task, training_table
+from twinlm.finetune.hits import Hit, top_hits
 from twinlm.finetune.recipe import FinetuneRecipe
 
 DEFAULT_LOSS = "CachedMultipleNegativesRankingLoss"  # Ettin's retrieval fine-tuning loss
@@ -151,3 +152,28 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     return fit(model=model, trainer_cls=SentenceTransformerTrainer, args_cls=SentenceTransformerTrainingArguments,
                recipe=recipe, train_dataset=train, loss=loss, evaluate=lambda m: ir_scores(evaluator, m),
                out=Path(out), overwrite=overwrite, args_extra=args_extra, card_notes=notes)
+
+
+# ---- `twinlm encode` / `twinlm search` (registered in twinlm.finetune.kinds) --------------------
+
+
+def load_dense(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path)
+
+
+def encode_dense(model, texts: list[str], batch_size: int = 32, progress: bool = True, query: bool = False):
+    fn = model.encode_query if query else model.encode_document
+    return fn(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress).cpu()
+
+
+def dense_tensors(vectors) -> tuple[dict, dict]:
+    """`embeddings` [n, d] for vectors.safetensors, and the stats for meta.json."""
+    return {"embeddings": vectors.contiguous()}, {"dimensions": int(vectors.shape[1])}
+
+
+def search_dense(model, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True) -> list[list[Hit]]:
+    docs = encode_dense(model, corpus, progress=progress)
+    q = encode_dense(model, queries, progress=False, query=True)
+    return top_hits(model.similarity(q, docs), k)

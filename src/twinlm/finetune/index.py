@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +27,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from twinlm.errors import UserError
+from twinlm.finetune.hits import Hit
 
 INDEX_KINDS = ("exhaustive", "ivf")
 _CHUNK_ELEMENTS = 16_000_000  # query tokens x document tokens per scoring chunk (~64 MB fp32)
 
 
-@dataclass
-class Hit:
-    doc_id: str
-    score: float
-
-
-def _pack(doc_embeddings: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_vectors(doc_embeddings: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Variable-length (tokens, dim) matrices -> one (total_tokens, dim) matrix + (num_docs + 1,) offsets."""
     mats = [torch.as_tensor(np.asarray(e) if not isinstance(e, torch.Tensor) else e).float().cpu() for e in doc_embeddings]
     if not mats:
@@ -83,7 +77,7 @@ class ExhaustiveIndex:
     def build(cls, doc_ids: list[str], doc_embeddings: Sequence[torch.Tensor | np.ndarray]) -> ExhaustiveIndex:
         if len(doc_ids) != len(doc_embeddings):
             raise UserError(f"{len(doc_ids)} document ids for {len(doc_embeddings)} embeddings")
-        vectors, offsets = _pack(doc_embeddings)
+        vectors, offsets = pack_vectors(doc_embeddings)
         return cls(doc_ids, vectors, offsets)
 
     @property
@@ -155,7 +149,7 @@ class IVFIndex(ExhaustiveIndex):
 
         if len(doc_ids) != len(doc_embeddings):
             raise UserError(f"{len(doc_ids)} document ids for {len(doc_embeddings)} embeddings")
-        vectors, offsets = _pack(doc_embeddings)
+        vectors, offsets = pack_vectors(doc_embeddings)
         n = vectors.shape[0]
         # PLAID's rule of thumb: 16 x sqrt(token count) centroids; 4 x here, since k-means on a
         # CPU is the slow part of building and recall held up in our measurements (see README).
@@ -208,7 +202,7 @@ class IVFIndex(ExhaustiveIndex):
 def _top(doc_ids: list[str], scores: torch.Tensor, docs: torch.Tensor | None, k: int) -> list[Hit]:
     top = scores.topk(min(k, len(scores)))
     picked = top.indices if docs is None else docs[top.indices]
-    return [Hit(doc_ids[i], float(s)) for i, s in zip(picked.tolist(), top.values.tolist())]
+    return [Hit(i, float(s), doc_ids[i]) for i, s in zip(picked.tolist(), top.values.tolist())]
 
 
 def build_index(
@@ -252,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from twinlm.finetune.multivector import encode_multivectors, load_multivector
+    from sentence_transformers import MultiVectorEncoder
+
     from twinlm.world.generator import WorldConfig, build_world, retrieval_task
 
     p = argparse.ArgumentParser(prog="python -m twinlm.finetune.index", description=main.__doc__)
@@ -265,10 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     world = build_world(WorldConfig(num_people=args.people, seed=1))
     task = retrieval_task(world, world.people)
-    model = load_multivector(args.model)
+    model = MultiVectorEncoder(args.model)
     ids = list(task["corpus"])
-    docs = encode_multivectors(model, [task["corpus"][i] for i in ids])
-    queries = encode_multivectors(model, list(task["queries"].values())[: args.queries], progress=False, query=True)
+    docs = model.encode_document([task["corpus"][i] for i in ids], convert_to_numpy=True)
+    queries = model.encode_query(list(task["queries"].values())[: args.queries], convert_to_numpy=True)
     exact = ExhaustiveIndex.build(ids, docs)
     t = time.perf_counter()
     ivf = IVFIndex.build(ids, docs, num_centroids=args.centroids, nprobe=args.nprobe, candidates=args.candidates)

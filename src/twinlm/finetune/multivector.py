@@ -42,6 +42,8 @@ from twinlm.finetune.data import (
     training_table,
 )
 from twinlm.finetune.dense import check_loss
+from twinlm.finetune.hits import Hit
+from twinlm.finetune.index import build_index, pack_vectors
 from twinlm.finetune.recipe import FinetuneRecipe
 
 DEFAULT_LOSS = "MultiVectorMultipleNegativesRankingLoss"
@@ -213,7 +215,7 @@ def load_multivector(path: str | Path):
     return MultiVectorEncoder(str(path))
 
 
-# ---- `twinlm encode` / `twinlm search` hooks (tables in twinlm.finetune.search) -----------------
+# ---- `twinlm encode` / `twinlm search` (registered in twinlm.finetune.kinds) --------------------
 
 IVF_FROM_DOCS = 50_000  # above this many documents `search` uses the approximate IVF index
 
@@ -226,18 +228,13 @@ def encode_multivectors(model, texts: list[str], batch_size: int = 32, progress:
 def save_multivectors(vectors) -> tuple[dict, dict]:
     """Packed token vectors [total_tokens, dim] and offsets [n + 1]: text i owns rows offsets[i]:offsets[i+1]
     (the layout of an exhaustive MaxSim index; `twinlm.finetune.index.load_index` reads the folder)."""
-    from twinlm.finetune.index import _pack
-
-    packed, offsets = _pack(vectors)
+    packed, offsets = pack_vectors(vectors)
     return {"vectors": packed.contiguous(), "offsets": offsets}, {
         "dimensions": int(packed.shape[1]), "tokens_mean": packed.shape[0] / max(1, len(vectors))}
 
 
-def search_multivector(model, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True):
-    from twinlm.finetune.index import build_index
-    from twinlm.finetune.search import Hit
-
+def search_multivector(model, corpus: list[str], queries: list[str], k: int = 10,
+                       progress: bool = True) -> list[list[Hit]]:
     kind = "ivf" if len(corpus) >= IVF_FROM_DOCS else "exhaustive"
     index = build_index(kind, [str(i) for i in range(len(corpus))], encode_multivectors(model, corpus, progress=progress))
-    found = index.search(encode_multivectors(model, queries, progress=False, query=True), k)
-    return [[Hit(int(h.doc_id), h.score) for h in hits] for hits in found]
+    return index.search(encode_multivectors(model, queries, progress=False, query=True), k)

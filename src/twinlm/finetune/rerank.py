@@ -25,6 +25,7 @@ from twinlm.errors import UserError
 from twinlm.finetune.base import FitResult, fit, inspect_base, make_loss
 from twinlm.finetune.data import LossColumns, load_table, match_columns, recipe_world, retrieval_eval_task
 from twinlm.finetune.dense import check_loss
+from twinlm.finetune.hits import Hit
 from twinlm.finetune.recipe import FinetuneRecipe
 
 DEFAULT_LOSS = "BinaryCrossEntropyLoss"
@@ -249,15 +250,21 @@ def rerank(model, query: str, candidates: list[tuple[str, str]], top_k: int | No
     return ranked[:top_k] if top_k else ranked
 
 
-def rerank_hits(reranker_path: str, corpus: list[str], queries: list[str], first_stage: list[list]) -> list[list]:
-    """`twinlm search --reranker`: re-score each query's first-stage hits with the cross-encoder."""
+def load_reranker(path: str):
     from sentence_transformers import CrossEncoder
 
-    from twinlm.finetune.search import Hit
+    return CrossEncoder(path)
+
+
+def rerank_hits(reranker_path: str, corpus: list[str], queries: list[str],
+                first_stage: list[list[Hit]]) -> list[list[Hit]]:
+    """`twinlm search --reranker`: re-score each query's first-stage hits with the cross-encoder."""
+    from sentence_transformers import CrossEncoder
 
     model = CrossEncoder(reranker_path)
     out = []
     for query, hits in zip(queries, first_stage):
+        by_index = {h.index: h.doc_id for h in hits}
         ranked = rerank(model, query, [(str(h.index), corpus[h.index]) for h in hits])
-        out.append([Hit(int(i), s) for i, s in ranked])
+        out.append([Hit(int(i), s, doc_id=by_index[int(i)]) for i, s in ranked])
     return out

@@ -1,29 +1,20 @@
-"""Using fine-tuned models: embed a corpus (`twinlm encode`) and search it (`twinlm search`).
-
-A saved model's kind comes from the `model_type` sentence-transformers writes into
-`config_sentence_transformers.json`. Each kind has one loader, one encoder and one searcher in
-the tables at the bottom; a new kind adds its three functions there.
-"""
+"""Using fine-tuned models: embed a corpus (`twinlm encode`) and search it (`twinlm search`),
+whatever the model's retrieval kind (the table in twinlm.finetune.kinds)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twinlm.errors import UserError
+from twinlm.finetune.data import load_table
+from twinlm.finetune.hits import Hit
+from twinlm.finetune.kinds import KINDS, kinds_that
+from twinlm.outputs import write_json
 
-MODEL_TYPES = {"SentenceTransformer": "dense", "SparseEncoder": "sparse",
-               "MultiVectorEncoder": "multivector", "CrossEncoder": "rerank"}
+MODEL_TYPES = {kind.model_type: name for name, kind in KINDS.items()}
 VECTORS_FILE = "vectors.safetensors"
-
-
-@dataclass
-class Hit:
-    index: int  # position in the corpus
-    score: float
 
 
 def model_kind(path: str | Path) -> str:
@@ -42,10 +33,7 @@ def model_kind(path: str | Path) -> str:
 
 
 def load_model(path: str | Path, kind: str | None = None):
-    kind = kind or model_kind(path)
-    if kind not in LOADERS:
-        raise UserError(f"{kind} models are not supported here yet; supported: {', '.join(LOADERS)}")
-    return LOADERS[kind](str(path))
+    return KINDS[kind or model_kind(path)].load(str(path))
 
 
 # ---- corpus files ------------------------------------------------------------------------------
@@ -62,8 +50,6 @@ def read_corpus(path: str | Path, text_column: str = "text") -> tuple[list[str],
         lines = [line.strip() for line in file.read_text().splitlines()]
         pairs = [(str(i), t) for i, t in enumerate(lines) if t]
     else:
-        from twinlm.finetune.data import load_table
-
         table = load_table(str(file))
         if text_column not in table.column_names:
             raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(table.column_names)}); "
@@ -77,100 +63,26 @@ def read_corpus(path: str | Path, text_column: str = "text") -> tuple[list[str],
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-# ---- encoding ----------------------------------------------------------------------------------
-
-
-def encode_dense(model, texts: list[str], batch_size: int = 32, progress: bool = True, query: bool = False):
-    fn = model.encode_query if query else model.encode_document
-    return fn(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress).cpu()
-
-
-def encode_sparse(model, texts: list[str], batch_size: int = 32, progress: bool = True, query: bool = False):
-    fn = model.encode_query if query else model.encode_document
-    return fn(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress).cpu().coalesce()
+# ---- encoding and search ---------------------------------------------------------------------
 
 
 def save_vectors(out: Path, kind: str, ids: list[str], vectors, meta: dict[str, Any]) -> dict[str, Any]:
     """Write `vectors.safetensors` (dense: `embeddings` [n, d]; sparse: COO `indices` [2, nnz],
     `values` [nnz], `shape` [2]) plus `ids.json` and `meta.json` into `out`."""
-    import torch
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    if kind == "sparse":
-        tensors = {"indices": vectors.indices().contiguous(), "values": vectors.values().contiguous(),
-                   "shape": torch.tensor(list(vectors.shape))}
-        stats = {"dimensions": int(vectors.shape[1]), "active_dims_mean": vectors.values().numel() / max(1, len(ids))}
-    elif kind == "dense":
-        tensors = {"embeddings": vectors.contiguous()}
-        stats = {"dimensions": int(vectors.shape[1])}
-    else:
-        tensors, stats = SAVERS[kind](vectors)
+    tensors, stats = KINDS[kind].tensors(vectors)
     save_file(tensors, str(out / VECTORS_FILE))
-    (out / "ids.json").write_text(json.dumps(ids))
+    write_json(out / "ids.json", ids, indent=None)
     meta = {**meta, "kind": kind, "count": len(ids), **stats}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out / "meta.json", meta, indent=2)
     return meta
 
 
-# ---- search ------------------------------------------------------------------------------------
-
-
-def _top_k(scores, k: int) -> list[list[Hit]]:
-    import torch
-
-    k = min(k, scores.shape[1])
-    values, indices = torch.topk(scores, k, dim=1)
-    return [[Hit(int(i), float(s)) for i, s in zip(row_i, row_s)] for row_i, row_s in zip(indices, values)]
-
-
-def search_dense(model, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True) -> list[list[Hit]]:
-    docs = encode_dense(model, corpus, progress=progress)
-    q = encode_dense(model, queries, progress=False, query=True)
-    return _top_k(model.similarity(q, docs), k)
-
-
-def search_sparse(model, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True) -> list[list[Hit]]:
-    docs = encode_sparse(model, corpus, progress=progress)
-    q = encode_sparse(model, queries, progress=False, query=True)
-    scores = model.similarity(q, docs)
-    return _top_k(scores.to_dense() if scores.is_sparse else scores, k)
-
-
-def search(model_path: str, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True):
+def search(model_path: str, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True) -> list[list[Hit]]:
     kind = model_kind(model_path)
-    if kind not in SEARCHERS:
-        raise UserError(f"{model_path} is a {kind} model; search supports {', '.join(SEARCHERS)} models"
+    if KINDS[kind].search is None:
+        raise UserError(f"{model_path} is a {kind} model; search supports {', '.join(kinds_that('search'))} models"
                         + (" (use a rerank model with --reranker)" if kind == "rerank" else ""))
-    return SEARCHERS[kind](load_model(model_path, kind), corpus, queries, k, progress)
-
-
-def _load_dense(path: str):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path)
-
-
-def _load_sparse(path: str):
-    from sentence_transformers import SparseEncoder
-
-    return SparseEncoder(path)
-
-
-LOADERS: dict[str, Callable] = {"dense": _load_dense, "sparse": _load_sparse}
-ENCODERS: dict[str, Callable] = {"dense": encode_dense, "sparse": encode_sparse}
-SEARCHERS: dict[str, Callable] = {"dense": search_dense, "sparse": search_sparse}
-# kind -> (reranker path, corpus, queries, first-stage hits) -> reranked hits
-RERANKERS: dict[str, Callable] = {}
-SAVERS: dict[str, Callable] = {}  # kind -> vectors -> (tensors, stats), for kinds other than dense/sparse
-
-# Multi-vector and rerank kinds (twinlm.finetune.multivector / .rerank), registered here so the
-# commands find them; imported last because those modules use `Hit` from this one.
-from twinlm.finetune import multivector as _mv  # noqa: E402
-from twinlm.finetune import rerank as _rr  # noqa: E402
-
-LOADERS["multivector"] = _mv.load_multivector
-ENCODERS["multivector"] = _mv.encode_multivectors
-SEARCHERS["multivector"] = _mv.search_multivector
-SAVERS["multivector"] = _mv.save_multivectors
-RERANKERS["rerank"] = _rr.rerank_hits
+    return KINDS[kind].search(load_model(model_path, kind), corpus, queries, k, progress)

@@ -27,6 +27,7 @@ from twinlm.finetune.base import (
 )
 from twinlm.finetune.data import LossColumns, recipe_world, retrieval_eval_task, training_table
 from twinlm.finetune.dense import check_loss
+from twinlm.finetune.hits import Hit, top_hits
 from twinlm.finetune.recipe import FinetuneRecipe
 
 OUTER_LOSS = {"splade": "SpladeLoss", "inference_free": "SpladeLoss", "csr": "CSRLoss"}
@@ -150,3 +151,34 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     return fit(model=model, trainer_cls=SparseEncoderTrainer, args_cls=SparseEncoderTrainingArguments,
                recipe=recipe, train_dataset=train, loss=loss, evaluate=lambda m: ir_scores(evaluator, m),
                out=Path(out), overwrite=overwrite, args_extra=extra, card_notes=notes)
+
+
+# ---- `twinlm encode` / `twinlm search` (registered in twinlm.finetune.kinds) --------------------
+
+
+def load_sparse(path: str):
+    from sentence_transformers import SparseEncoder
+
+    return SparseEncoder(path)
+
+
+def encode_sparse(model, texts: list[str], batch_size: int = 32, progress: bool = True, query: bool = False):
+    fn = model.encode_query if query else model.encode_document
+    return fn(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress).cpu().coalesce()
+
+
+def sparse_tensors(vectors) -> tuple[dict, dict]:
+    """COO `indices` [2, nnz], `values` [nnz] and `shape` [2] for vectors.safetensors, and the stats."""
+    import torch
+
+    tensors = {"indices": vectors.indices().contiguous(), "values": vectors.values().contiguous(),
+               "shape": torch.tensor(list(vectors.shape))}
+    return tensors, {"dimensions": int(vectors.shape[1]),
+                     "active_dims_mean": vectors.values().numel() / max(1, vectors.shape[0])}
+
+
+def search_sparse(model, corpus: list[str], queries: list[str], k: int = 10, progress: bool = True) -> list[list[Hit]]:
+    docs = encode_sparse(model, corpus, progress=progress)
+    q = encode_sparse(model, queries, progress=False, query=True)
+    scores = model.similarity(q, docs)
+    return top_hits(scores.to_dense() if scores.is_sparse else scores, k)
