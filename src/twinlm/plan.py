@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twinlm.models import estimate_parameters, training_flops_per_token
+from twinlm.data.sampling import apportion
+from twinlm.models import estimate_parameters, padded_vocab, training_flops_per_token
 from twinlm.recipe import TWINS, Recipe
+from twinlm.train.batching import check_batch_warmup, split_batch
 from twinlm.train.schedules import batch_schedule, phase_steps
 
 
@@ -64,7 +66,6 @@ def vocab_size_of(recipe: Recipe) -> int:
             continue
     if recipe.tokenizer.name_or_path or init.given():
         return 50_368
-    from twinlm.models import padded_vocab
 
     return padded_vocab(recipe.tokenizer.vocab_size)
 
@@ -85,8 +86,6 @@ def activation_bytes(recipe: Recipe, twin: str, seq_len: int, micro_batch: int, 
 
 def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 0.4) -> list[PhasePlan]:
     """One row per (twin, phase); raises UserError when a phase's batch does not split over `gpus`."""
-    from twinlm.train.batching import check_batch_warmup, split_batch
-
     splits = {p.name: split_batch(recipe, p, gpus) for p in recipe.phases}
     check_batch_warmup(recipe, gpus)
     vocab = vocab_size_of(recipe)
@@ -157,8 +156,6 @@ def data_plan_lines(recipe: Recipe) -> list[str]:
     """Per phase: its streams, each one's planned and realized token share (the realized share is
     the planned one rounded to whole blocks of the phase), and, where a stream is prepared, its
     training and held-out documents and tokens. Sizes of unprepared sources are not read."""
-    from twinlm.data.sampling import apportion
-
     lines = []
     for phase in recipe.phases:
         streams = recipe.streams_of(phase)

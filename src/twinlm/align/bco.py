@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from twinlm.align import heldout
 from twinlm.align.bco_config import BCOConfig
+from twinlm.align.bco_trainer import BCOTrainer
 from twinlm.align.chat_template import ensure_chat_template
 from twinlm.align.data import check_bco_rows, is_conversational, load_rows, no_dataset_bars
 from twinlm.align.loading import check_decoder, check_same_vocab, load_decoder
@@ -89,7 +90,6 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=2 * settings.lora_r,
                                                  target_modules=lora_target_modules(model.config.model_type),
                                                  task_type="CAUSAL_LM"))
-    from twinlm.align.bco_trainer import BCOTrainer
 
     with no_dataset_bars():
         trainer = BCOTrainer(model, config, rows, tokenizer, ref_model=ref, eval_dataset=eval_rows, callbacks=callbacks)

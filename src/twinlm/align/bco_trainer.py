@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from twinlm.align.bco_config import BCOConfig
 from twinlm.align.bco_data import BCOCollator, encode_rows, sequence_logps
 from twinlm.align.data import check_bco_rows, load_rows
-from twinlm.align.udm import Embedder, UDMClassifier, fit_udm
+from twinlm.align.udm import Embedder, UDMClassifier, fit_udm, sentence_embedder
 from twinlm.errors import UserError
 
 STATE_FILE = "bco_state.json"
@@ -135,8 +135,6 @@ class BCOTrainer(Trainer):
 
     def _embedder(self) -> Embedder:
         if self._embed is None:
-            from twinlm.align.udm import sentence_embedder
-
             self._embed = sentence_embedder(self.args.udm_embedder)
         return self._embed
 

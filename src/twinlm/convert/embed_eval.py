@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twinlm.convert.simcse import embedding_model
+from twinlm.world.generator import retrieval_task
+
 
 def world_retrieval_ndcg(model, world, max_people: int | None = None, seed: int = 0) -> float:
     """nDCG@10 (cosine) of a SentenceTransformer on the world's retrieval task."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-
-    from twinlm.world.generator import retrieval_task
 
     people = world.people[:max_people] if max_people else world.people
     task = retrieval_task(world, people, seed=seed)
@@ -33,8 +34,6 @@ def world_retrieval_ndcg(model, world, max_people: int | None = None, seed: int 
 def causal_baselines(decoder_dir: str | Path, world, max_people: int | None = None,
                      max_length: int = 256) -> dict[str, float]:
     """nDCG@10 of the plain (causal) decoder with last-token and with mean pooling."""
-    from twinlm.convert.simcse import embedding_model
-
     out = {}
     for pooling in ("lasttoken", "mean"):
         model = embedding_model(decoder_dir, pooling=pooling, max_length=max_length)

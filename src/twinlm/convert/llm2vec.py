@@ -16,8 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from twinlm.convert.bidirectional import check_attention, check_decoder_config, make_bidirectional
+from twinlm.convert.embed_eval import causal_baselines, world_retrieval_ndcg
+from twinlm.convert.mntp import resolve_mask_token, train_mntp
+from twinlm.convert.simcse import contrastive_train, embedding_model, simcse_rows, supervised_rows
+from twinlm.data.corpus import split_texts, world_of
+from twinlm.data.sources import load_texts
 from twinlm.errors import UserError
 from twinlm.outputs import claim, publish_into, staging, write_json
+from twinlm.recipe import _build, _merge, load_recipe, parse_overrides, read_recipe_yaml, resolve_recipe_path
+from twinlm.world.generator import unlabeled_questions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "convert"
 META_FILE = "llm2vec.json"
@@ -73,8 +81,6 @@ class LLM2VecConfig:
 
 
 def load_llm2vec_config(name_or_path: str | None, overrides: list[str]) -> LLM2VecConfig:
-    from twinlm.recipe import _build, _merge, parse_overrides, read_recipe_yaml, resolve_recipe_path
-
     data: dict[str, Any] = {}
     if name_or_path:
         data = read_recipe_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
@@ -84,9 +90,6 @@ def load_llm2vec_config(name_or_path: str | None, overrides: list[str]) -> LLM2V
 def check_decoder_folder(model_dir: Path, cfg: LLM2VecConfig):
     """Everything that can be refused before training: returns (config, tokenizer, mask id, added)."""
     from transformers import AutoConfig, AutoTokenizer
-
-    from twinlm.convert.bidirectional import check_attention, check_decoder_config
-    from twinlm.convert.mntp import resolve_mask_token
 
     if not (model_dir / "config.json").exists():
         raise UserError(f"{model_dir} is not a model folder (no config.json)")
@@ -106,14 +109,10 @@ def training_texts(model_dir: Path, cfg: LLM2VecConfig) -> list[str]:
     import itertools
 
     if cfg.data:
-        from twinlm.data.sources import load_texts
-
         return list(itertools.islice(load_texts(cfg.data, text_column=cfg.text_column), cfg.max_documents))
     own = model_dir / "twinlm.yaml"
     if not own.exists():
         raise UserError(f"{model_dir} has no twinlm.yaml; set the training text with --set data=SOURCE")
-    from twinlm.data.corpus import split_texts
-    from twinlm.recipe import load_recipe
 
     recipe = load_recipe(str(own))
     train, _ = split_texts(recipe, recipe.data.source)
@@ -132,10 +131,7 @@ def extra_simcse_texts(cfg: LLM2VecConfig) -> list[str]:
     if not cfg.simcse_extra or not cfg.simcse_steps or not cfg.simcse_extra_count:
         return []
     if cfg.simcse_extra == WORLD_QUESTIONS:
-        from twinlm.world.generator import unlabeled_questions
-
         return unlabeled_questions(cfg.simcse_extra_count, seed=cfg.seed)
-    from twinlm.data.sources import load_texts
 
     return load_texts(cfg.simcse_extra, text_column=cfg.text_column, limit=cfg.simcse_extra_count)
 
@@ -145,10 +141,6 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
-
-    from twinlm.convert.bidirectional import make_bidirectional
-    from twinlm.convert.mntp import train_mntp
-    from twinlm.convert.simcse import contrastive_train, embedding_model, simcse_rows, supervised_rows
 
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
@@ -209,10 +201,6 @@ def llm2vec(model_dir: str | Path, out: str | Path, cfg: LLM2VecConfig, overwrit
 
 
 def evaluate_against_causal(st, model_dir: Path, cfg: LLM2VecConfig) -> dict[str, float]:
-    from twinlm.convert.embed_eval import causal_baselines, world_retrieval_ndcg
-    from twinlm.data.corpus import world_of
-    from twinlm.recipe import load_recipe
-
     own = model_dir / "twinlm.yaml"
     if not own.exists():
         raise UserError(f"eval_people needs the built-in world of the model's twinlm.yaml; {model_dir} has none")

@@ -15,6 +15,7 @@ from twinlm.errors import UserError
 from twinlm.finetune.base import FitResult, fit, inspect_base
 from twinlm.finetune.data import LossColumns, load_table, match_columns, recipe_world, world_nli
 from twinlm.finetune.recipe import FinetuneRecipe
+from twinlm.world.generator import NLI_LABELS
 
 LOSS = "CrossEntropyLoss"
 SINGLE = LossColumns(("text",), label="label")
@@ -49,8 +50,6 @@ def _tables(recipe: FinetuneRecipe, world):
 
 
 def _label_names(recipe: FinetuneRecipe, train, test) -> list[str]:
-    from twinlm.world.generator import NLI_LABELS
-
     if recipe.classify.labels:
         return list(recipe.classify.labels)
     values = set(train["label"]) | set(test["label"])

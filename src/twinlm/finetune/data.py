@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twinlm.errors import UserError
+from twinlm.world.generator import WorldConfig, build_world, nli_examples, retrieval_pairs, retrieval_task
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
@@ -231,8 +232,6 @@ def world_for(settings, base_model: str, heldout: float | None = None):
 
     import yaml
 
-    from twinlm.world.generator import WorldConfig, build_world
-
     if settings is None:
         card = Path(base_model) / "twinlm.yaml"
         world = (yaml.safe_load(card.read_text()) or {}).get("data", {}).get("world") if card.is_file() else None
@@ -255,8 +254,6 @@ def recipe_world(recipe):
 def world_retrieval_rows(world, seed: int = 0, per_person: int = 4) -> list[dict[str, str]]:
     """(anchor, positive, negative) rows from the train people: a question, a rendering of the
     person's biography and another train person's biography."""
-    from twinlm.world.generator import retrieval_pairs
-
     train_people, _ = world.split()
     pairs = retrieval_pairs(world, train_people, seed=seed, per_person=per_person)
     rng = random.Random(f"negatives-{seed}")
@@ -300,8 +297,6 @@ def world_table(world, needs: LossColumns, seed: int = 0):
 
 def world_retrieval_eval(world) -> dict[str, dict]:
     """Held-out people's questions against every person's unseen rendering (BEIR-like dicts)."""
-    from twinlm.world.generator import retrieval_task
-
     _, heldout = world.split()
     task = retrieval_task(world, world.people)
     keep = {f"q-{p.id}" for p in heldout}
@@ -315,8 +310,6 @@ def world_retrieval_eval(world) -> dict[str, dict]:
 def world_nli(world, seed: int = 0):
     """(train, eval) NLI tables (sentence1, sentence2, label) from the train and held-out people."""
     import datasets
-
-    from twinlm.world.generator import nli_examples
 
     train_people, heldout = world.split()
 

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from twinlm.errors import UserError
 from twinlm.finetune.hits import Hit
+from twinlm.world.generator import WorldConfig, build_world, retrieval_task
 
 INDEX_KINDS = ("exhaustive", "ivf")
 _CHUNK_ELEMENTS = 16_000_000  # query tokens x document tokens per scoring chunk (~64 MB fp32)
@@ -247,8 +248,6 @@ def main(argv: list[str] | None = None) -> None:
     import time
 
     from sentence_transformers import MultiVectorEncoder
-
-    from twinlm.world.generator import WorldConfig, build_world, retrieval_task
 
     p = argparse.ArgumentParser(prog="python -m twinlm.finetune.index", description=main.__doc__)
     p.add_argument("model", help="a multi-vector model folder (`twinlm finetune multivector` output)")

@@ -45,6 +45,7 @@ from twinlm.finetune.dense import check_loss
 from twinlm.finetune.hits import Hit
 from twinlm.finetune.index import build_index, pack_vectors
 from twinlm.finetune.recipe import FinetuneRecipe
+from twinlm.world.generator import retrieval_pairs
 
 DEFAULT_LOSS = "MultiVectorMultipleNegativesRankingLoss"
 _RANKING = LossColumns(("anchor", "positive"), repeat="negative")
@@ -138,8 +139,6 @@ def world_distillation(world, seed: int = 0, candidates: int = 4) -> tuple[list[
     """World rows (query, document_ids, scores) and their documents: each question with its
     person's biography and `candidates - 1` other train people's, scored by the world's known
     answer (1 for the right person, 0 otherwise): a stand-in for a teacher's scores."""
-    from twinlm.world.generator import retrieval_pairs
-
     train_people, _ = world.split()
     pairs = retrieval_pairs(world, train_people, seed=seed, per_person=2)
     docs = {f"p{i}": text for i, text in enumerate(sorted({p["positive"] for p in pairs}))}

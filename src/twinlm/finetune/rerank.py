@@ -26,7 +26,10 @@ from twinlm.finetune.base import FitResult, fit, inspect_base, make_loss
 from twinlm.finetune.data import LossColumns, load_table, match_columns, recipe_world, retrieval_eval_task
 from twinlm.finetune.dense import check_loss
 from twinlm.finetune.hits import Hit
+from twinlm.finetune.mining import load_dense, mine
 from twinlm.finetune.recipe import FinetuneRecipe
+from twinlm.world.generator import retrieval_pairs
+from twinlm.world.vocab import QUESTIONS
 
 DEFAULT_LOSS = "BinaryCrossEntropyLoss"
 _PAIR = LossColumns(("query", "document"), label="label")
@@ -88,9 +91,6 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
         pairs = match_columns(pairs, LossColumns(("query", "positive")), recipe.columns, "mining", repr(recipe.train_data))
         pairs = pairs.rename_column("query", "anchor")
     else:
-        from twinlm.world.generator import retrieval_pairs
-        from twinlm.world.vocab import QUESTIONS
-
         w = world()
         train_people, _ = w.split()
         # In-batch-negative losses get one question per person (a second one would bring that
@@ -111,7 +111,6 @@ def training_rows(recipe: FinetuneRecipe, world: Callable):
                        "negatives": rng.sample([p for p in passages if owner[p] != owner[r["positive"]]], k)}
                       for r in rows]
             return match_columns(datasets.Dataset.from_list(_shape(shaped, recipe.loss)), needs, {}, recipe.loss, "world")
-    from twinlm.finetune.mining import load_dense, mine
 
     mined = mine(pairs, load_dense(mining), recipe.mining, "labeled-list" if fmt == "labeled-list" else "n-tuple")
     rows = _from_mined(mined, "labeled-list" if fmt == "labeled-list" else "n-tuple")
@@ -222,8 +221,6 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     task = retrieval_eval_task(recipe, world)
     retriever = None
     if recipe.rerank.retriever:
-        from twinlm.finetune.mining import load_dense
-
         retriever = load_dense(recipe.rerank.retriever)
     table = training_rows(recipe, world)
     if recipe.loss in TEACHER_LOSSES and recipe.rerank.teacher:
