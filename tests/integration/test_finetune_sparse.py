@@ -69,9 +69,9 @@ def test_splade_needs_a_fill_mask_model(micro_run, tmp_path, capsys):
 def test_static_embedding_learning_rate_matches_its_parameter(micro_run):
     from twinlm.finetune.base import inspect_base
     from twinlm.finetune.recipe import load_finetune_recipe
-    from twinlm.finetune.sparse import _static_lr_mapping, build_model
+    from twinlm.finetune.sparse import build_model, static_lr_mapping
 
     recipe = load_finetune_recipe(None, "sparse", ["sparse.variant=inference_free", "sparse.static_embedding_lr=0.5"],
                                   {"base_model": str(micro_run / "encoder")})
     model = build_model(inspect_base(recipe.base_model), recipe)
-    assert list(_static_lr_mapping(model, recipe).values()) == [0.5]
+    assert list(static_lr_mapping(model, recipe).values()) == [0.5]

@@ -106,7 +106,7 @@ def _make_loss(model, recipe: FinetuneRecipe):
     )
 
 
-def _static_lr_mapping(model, recipe: FinetuneRecipe) -> dict[str, float]:
+def static_lr_mapping(model, recipe: FinetuneRecipe) -> dict[str, float]:
     import re
 
     names = [n for n, _ in model.named_parameters() if re.search(STATIC_WEIGHT_PATTERN, n)]
@@ -145,7 +145,7 @@ def finetune(recipe: FinetuneRecipe, out: str | Path, overwrite: bool = False) -
     if recipe.sparse.variant == "inference_free":
         text_columns = [c for c in train.column_names if c != needs.label]
         extra["router_mapping"] = {c: "query" if c == text_columns[0] else "document" for c in text_columns}
-        extra["learning_rate_mapping"] = _static_lr_mapping(model, recipe)
+        extra["learning_rate_mapping"] = static_lr_mapping(model, recipe)
     dims = model.get_sentence_embedding_dimension()
     notes = f"Variant: {recipe.sparse.variant}; {dims:,} sparse dimensions; inner loss {recipe.sparse.inner_loss}."
     return fit(model=model, trainer_cls=SparseEncoderTrainer, args_cls=SparseEncoderTrainingArguments,
