@@ -347,7 +347,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
                         train_store: TokenStore, collator=None) -> PhaseTrainer:
     """The Trainer for one phase of one twin. `collator` defaults to the twin's objective (MLM or
     CLM); conversions pass another one (e.g. MNTP) and reuse everything else. `steps` must be the
-    phase's steps (`recipe.phase_steps`), or fewer to stop early."""
+    phase's steps (`schedules.phase_steps`), or fewer to stop early."""
     t = recipe.training
     state = process_state()
     schedule = batch_schedule(recipe, phase)
