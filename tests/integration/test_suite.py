@@ -100,3 +100,31 @@ def test_all_of_glue_and_a_users_dataset_give_the_glue_average(micro_run, glue_m
         custom = model["suite"]["classification"]["tasks"]["reviews"]
         assert set(custom["metrics"]) == {"accuracy", "macro_f1"}
     assert "glue/average" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_ettin_preset_runs_every_part_on_both_twins(micro_run, glue_mirror, tmp_path, capsys):
+    """`--suite ettin` on mirrors of every part (the parts' own tests write them), both twins."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("mteb")
+    import test_suite_generative
+    import test_suite_retrieval
+    import test_suite_winogender
+
+    mirror = glue_mirror(tmp_path / "mirror", rows=12, eval_rows=6)
+    test_suite_generative.write_mirror(mirror)
+    test_suite_retrieval.write_mirror(mirror)
+    test_suite_winogender.mirror(tmp_path)
+    out = tmp_path / "suite"
+    assert main(["eval", str(micro_run), "--suite", "ettin", "--data-dir", str(mirror), *BUDGET, "--lm-eval-limit", "2",
+                 "--mteb-tasks", "Tiny", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 2 * (8 + 1 + 10 + 1)
+    for model in results["models"].values():
+        parts = model["suite"]
+        assert parts["glue"]["average"] is not None and parts["generative"]["average"] is not None
+        assert parts["retrieval"]["average"] == parts["retrieval"]["tasks"]["mteb"]["score"]
+        assert parts["winogender"]["average"] is None and "neutral_share" in parts["winogender"]["tasks"]["gotcha"]["values"]
+    report = (out / "report.md").read_text()
+    for heading in ("### Encoder tasks", "### Generative tasks", "### WinoGender"):
+        assert heading in report

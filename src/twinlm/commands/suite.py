@@ -29,7 +29,8 @@ def add_suite_args(p: argparse.ArgumentParser, lm_eval_limit: bool = False) -> N
                    "refused when a setting changed")
     g.add_argument("--classification-data", action="append", default=[], metavar="FILE_OR_HUB_ID",
                    help="a dataset with text (optionally text_pair) and label columns, run as suite task "
-                   "classification:<name> like a GLUE task (a float label: regression); repeatable")
+                   "classification:<name> like a GLUE task (a float label: regression); repeatable; without --suite, "
+                   "only these run")
     g.add_argument("--retrieval-train", metavar="SOURCE",
                    help="retrieval: train on SOURCE (a hub id, a pairs/triplets file, or a BEIR folder with qrels/train.tsv) "
                    "instead of Ettin's MS MARCO triplets")
@@ -73,11 +74,12 @@ def check_suite_flags(args) -> None:
     """Suite-only flags without --suite are a mistake, not something to ignore silently."""
     from twinlm.errors import UserError
 
+    if getattr(args, "classification_data", None) and not getattr(args, "suite", None):
+        args.suite = "classification"  # the user's own classification data is a suite task of its own
     if getattr(args, "suite", None):
         return
     given = [f for f in ("data_dir", "dry_run", "resume", "skip_missing", "retrieval_train", "mteb_tasks", "max_train")
              if getattr(args, f, None)]
-    given += ["classification_data"] if getattr(args, "classification_data", None) else []
     if given:
         raise UserError(f"--{given[0].replace('_', '-')} applies to a benchmark suite; add --suite SPEC (e.g. --suite glue)")
 

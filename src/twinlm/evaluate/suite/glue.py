@@ -80,7 +80,9 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     verdict = judge(losses, heads.trivial_loss(list(train["label"]), t.labels))
     record = {"score": score, "select": select, "metrics": metrics, "steps": steps,
               "train_loss_first": losses[0] if losses else None, **verdict,
-              "start": str(start) if start else "pretrained", "eval_rows": {s: len(d) for s, d in evals.items()}}
+              "start": str(start) if start else "pretrained", "eval_rows": {s: len(d) for s, d in evals.items()},
+              # Ettin's runs had an early stopper; here every run trains its full budget and is scored once.
+              "early_stopping": False}
     if run.task == "mnli" and settings.out is not None and any(t in settings.spec.get("glue", []) for t in G.FROM_MNLI):
         keep_if_best(settings.out, model.name, run.key, select, net, tok)
     return record
