@@ -39,8 +39,9 @@ def check_out(out: str | Path, overwrite: bool = False, resume: bool = False, re
             raise UserError(f"--resume: nothing to resume in {out} (no {resume_needs}); start without --resume")
         return out
     if has_content(out) and not overwrite:
-        also = " or --resume to continue it" if resume_needs else ""
-        raise UserError(f"output folder {out} exists; pass --overwrite to replace it{also}, or choose another --out")
+        what = "pass --resume to continue it or --overwrite to replace it" if resume_needs else \
+            "pass --overwrite to replace it"
+        raise UserError(f"output folder {out} exists; {what}, or choose another --out")
     return out
 
 

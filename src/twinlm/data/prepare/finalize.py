@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from twinlm.data.heldout import pick_heldout
-from twinlm.data.prepare.format import META, PROGRESS, UNITS, unit_dir, write_json
+from twinlm.data.prepare.format import META, PROGRESS, UNITS, unit_dir
 from twinlm.data.store import RollingShards, ShardWriter, id_dtype, shard_names, write_index
 from twinlm.errors import UserError
+from twinlm.outputs import write_json
 
 
 @dataclass

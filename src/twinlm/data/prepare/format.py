@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +69,6 @@ def is_prepared(path: str | Path) -> bool:
     except (OSError, ValueError):
         return False
     return bool(isinstance(meta, dict) and meta.get("complete")) and is_store(path / "train")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a reader sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def unit_dir(out: Path, u: int) -> Path:

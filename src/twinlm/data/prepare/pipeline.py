@@ -44,7 +44,6 @@ from twinlm.data.prepare.format import (
     read_meta,
     record_path,
     tokenizer_meta,
-    write_json,
 )
 from twinlm.data.prepare.units import (
     MIB,
@@ -62,6 +61,7 @@ from twinlm.data.sources.resolve import describe_source, source_fingerprint
 from twinlm.data.store import id_dtype
 from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
+from twinlm.outputs import write_json
 
 __all__ = ["FORMAT", "VERSION", "PrepareSettings", "Summary", "merge", "parse_shard", "plan_prepare", "prepare",
            "read_meta"]

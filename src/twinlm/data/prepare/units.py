@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from twinlm.data.heldout import heldout_hash
-from twinlm.data.prepare.format import IDS_COLUMN, PrepareSettings, record_path, unit_dir, write_json
+from twinlm.data.prepare.format import IDS_COLUMN, PrepareSettings, record_path, unit_dir
 from twinlm.data.sources.ids import token_documents
 from twinlm.data.sources.pieces import WHOLE_FILE_KINDS, Piece, read_piece
 from twinlm.data.sources.text import BadFile
 from twinlm.data.store import RollingShards, ShardWriter
 from twinlm.data.tokenizer import document_ids
 from twinlm.errors import UserError
+from twinlm.outputs import write_json
 
 TOKENIZE_BATCH = 256
 MIB = 1 << 20

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 from twinlm.errors import UserError
 from twinlm.evaluate.suite import glue_tasks as G
 from twinlm.evaluate.suite.base import SuiteRun, SuiteSettings
 from twinlm.evaluate.suite.mirror import find, load_split
+from twinlm.outputs import publish, staging, write_json
 
 TASKS = G.TASKS
 AVERAGED = tuple(G.TASKS)
@@ -111,14 +110,8 @@ def keep_if_best(out: Path, model_name: str, key: str, select: float, net, tok) 
     meta = folder / "best.json"
     if meta.is_file() and json.loads(meta.read_text())["select"] >= select:
         return
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(folder)
     net.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "best.json").write_text(json.dumps({"run": key, "select": select}))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    write_json(tmp / "best.json", {"run": key, "select": select})
+    publish(tmp, folder)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +13,7 @@ from twinlm.errors import UserError
 from twinlm.evaluate.suite.base import SuiteSettings
 from twinlm.evaluate.suite.planner import SuitePlan, units_of
 from twinlm.evaluate.suite.registry import load_part
-from twinlm.outputs import write_json
+from twinlm.outputs import claim, write_json
 
 STATE = "suite.json"
 
@@ -23,11 +22,9 @@ def open_out(out: Path, settings: SuiteSettings, overwrite: bool, resume: bool) 
     """The output folder, checked before any work: a new one; an old one replaced (--overwrite);
     or an old suite continued (--resume), refused with one line naming the first setting that
     changed since it was started."""
-    out = Path(out)
+    out = claim(out, overwrite, resume, resume_needs=STATE)
     state = out / STATE
-    if out.exists() and resume:
-        if not state.is_file():
-            raise UserError(f"--resume: {out} holds no {STATE}, so it is not a suite's output folder")
+    if resume:
         before = json.loads(state.read_text()).get("settings", {})
         now = settings.fingerprint()
         for key in now:
@@ -35,13 +32,8 @@ def open_out(out: Path, settings: SuiteSettings, overwrite: bool, resume: bool) 
                 raise UserError(f"--resume: setting {key} changed ({before.get(key)!r} when {out} was started, "
                                 f"{now[key]!r} now); rerun with the same value, or use another --out")
         return out
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --resume to continue that suite, --overwrite to replace it, "
-                        "or choose another --out")
-    if out.exists():
-        shutil.rmtree(out)
     (out / "runs").mkdir(parents=True)
-    state.write_text(json.dumps({"settings": settings.fingerprint()}, indent=1))
+    write_json(state, {"settings": settings.fingerprint()})
     return out
 
 
