@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from twinlm.data.sources.mds import MDSDataset
-from twinlm.data.sources.resolve import Unit, open_disk, source_units
+from twinlm.data.sources.resolve import Unit, open_arrow, open_disk, source_units
+from twinlm.data.sources.text import unit_columns
 from twinlm.data.store import is_store
 from twinlm.errors import UserError
 
@@ -78,27 +79,8 @@ class SourceProbe:
 
 
 def _columns(unit: Unit, split: str) -> list[str]:
-    """The column names of a unit, read from its index, schema or first row."""
-    if unit.kind == "mds":
-        return list(MDSDataset(unit.path).columns)
-    if unit.kind == "disk":
-        return list(open_disk(unit.path, split).column_names)
-    if unit.kind == "hub":
-        return []  # the hub is read as text
-    suffix = unit.suffix
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.ParquetFile(unit.path).schema_arrow.names)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{unit.path}: not a readable parquet file ({e})") from None
-    if suffix == ".arrow":
-        return list(_arrow_reader(unit.path).schema.names)
-    if suffix in (".jsonl", ".json"):
-        row = next(_json_rows(unit.path), None)
-        return list(row) if isinstance(row, dict) else []
-    return []
+    """The column names of a unit (none for the hub, which is read as text)."""
+    return [] if unit.kind == "hub" else unit_columns(unit, split) or []
 
 
 def _json_rows(path: Path) -> Iterator[Any]:
@@ -114,18 +96,6 @@ def _json_rows(path: Path) -> Iterator[Any]:
                     yield json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
-
-
-def _arrow_reader(path: Path):
-    import pyarrow as pa
-
-    try:
-        return pa.ipc.open_stream(pa.memory_map(str(path)))  # what datasets writes
-    except pa.ArrowInvalid:
-        try:
-            return pa.ipc.open_file(pa.memory_map(str(path)))
-        except pa.ArrowInvalid as e:
-            raise UserError(f"{path}: not a readable arrow file ({e})") from None
 
 
 def _streams(source: str) -> list[Unit]:
@@ -246,7 +216,7 @@ def _table_samples(unit: Unit, ids_column: str, step_column: str | None) -> Iter
 
         batches = pq.ParquetFile(unit.path).iter_batches(batch_size=256, columns=columns)
     else:
-        batches = iter(_arrow_reader(unit.path))
+        batches = iter(open_arrow(unit.path))
     last_step, row = None, 0
     for batch in batches:
         ids = batch.column(batch.schema.get_field_index(ids_column))

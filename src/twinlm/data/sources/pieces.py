@@ -5,13 +5,11 @@ position; `iter_documents` reads a whole source so, for the held-out rule of a o
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from twinlm.data.sources.mds import MDSDataset
 from twinlm.data.sources.resolve import (
@@ -28,10 +26,10 @@ from twinlm.data.sources.text import (
     checked,
     guarded,
     hub_values,
-    lines,
     probe_units,
     read_unit,
     row_value,
+    unit_columns,
 )
 from twinlm.errors import UserError
 
@@ -124,44 +122,7 @@ def _disk_pieces(path: Path, name: str, split: str, piece_bytes: int) -> list[Pi
 def source_columns(source: str, split: str = "train") -> list[tuple[str, list[str] | None]]:
     """(where, column names) of every structured file or folder of `source`; None for plain text
     (which has no columns). Cheap: headers, schemas, first lines and indexes only."""
-    return [(str(unit.path), _columns_of(unit.kind, unit.path, split)) for unit in source_units(source)]
-
-
-def _columns_of(ukind: str, path: Any, split: str) -> list[str] | None:
-    if ukind == "mds":
-        return list(MDSDataset(path).columns)
-    if ukind == "disk":
-        return list(open_disk(path, split, "--split NAME").column_names)
-    if ukind == "hub":
-        ds = open_hub(str(path), split)
-        if ds.column_names is not None:
-            return list(ds.column_names)
-        first = next(iter(ds), None)
-        return list(first) if isinstance(first, dict) else []
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                return list(pq.ParquetFile(path).schema_arrow.names)
-            except (ValueError, OSError) as e:
-                raise UserError(f"{path}: not a readable parquet file ({e})") from None
-        if suffix in (".csv", ".tsv"):
-            header = next(csv.reader(lines(path), delimiter="\t" if suffix == ".tsv" else ","), [])
-            return list(header)
-        if suffix == ".jsonl":
-            for line in lines(path):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:1: not valid JSON ({e})") from None
-                    return list(row) if isinstance(row, dict) else []
-            return []
-    except BadFile:
-        return None  # skipped (and counted) when read, as iter_texts does
-    return None  # plain text, or .json (its columns are checked when it is read)
+    return [(str(unit.path), unit_columns(unit, split, "--split NAME")) for unit in source_units(source)]
 
 
 def read_piece(piece: Piece, text_column: str = "text", split: str = "train") -> Iterator[tuple[int, str, int]]:

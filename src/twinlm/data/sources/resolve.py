@@ -151,6 +151,19 @@ def open_hub(name: str, split: str):
                         f"loaded ({reason}); check the path, or the name and network access") from None
 
 
+def open_arrow(path: Path):
+    """A reader of an arrow file's record batches (IPC stream, as `datasets` writes, or file)."""
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(pa.memory_map(str(path)))
+    except pa.ArrowInvalid:
+        try:
+            return pa.ipc.open_file(pa.memory_map(str(path)))
+        except pa.ArrowInvalid as e:
+            raise UserError(f"{path}: not a readable arrow file ({e})") from None
+
+
 def hub_shards(ds) -> int:
     """How many contiguous shards (data files) a streamed dataset can be cut into."""
     n = getattr(ds, "num_shards", 1)

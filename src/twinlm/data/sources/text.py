@@ -27,6 +27,7 @@ from twinlm.data.sources.resolve import (
     Unit,
     hub_shards,
     need,
+    open_arrow,
     open_disk,
     open_hub,
     source_units,
@@ -151,6 +152,60 @@ def read_unit(kind: str, path: Path, column: str, split: str) -> Iterator[str | 
     if kind == "doc":
         return iter(["".join(lines(path)).replace("\r\n", "\n").strip()])
     return _paragraphs(path)
+
+
+def unit_columns(unit: Unit, split: str, hint: str = "--set data.split=NAME") -> list[str] | None:
+    """The column names of a unit, from its index, schema, header or first row (cheap: nothing
+    else is read); None for plain text, which has no columns, and for a file that turns out
+    binary or not UTF-8 (skipped when it is read)."""
+    if unit.kind == "mds":
+        return list(MDSDataset(unit.path).columns)
+    if unit.kind == "disk":
+        return list(open_disk(unit.path, split, hint).column_names)
+    if unit.kind == "hub":
+        ds = open_hub(str(unit.path), split)
+        if ds.column_names is not None:
+            return list(ds.column_names)
+        first = next(iter(ds), None)
+        return list(first) if isinstance(first, dict) else []
+    suffix = unit.suffix
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                return list(pq.ParquetFile(unit.path).schema_arrow.names)
+            except (ValueError, OSError) as e:
+                raise UserError(f"{unit.path}: not a readable parquet file ({e})") from None
+        if suffix == ".arrow":
+            return list(open_arrow(unit.path).schema.names)
+        if suffix in (".csv", ".tsv"):
+            return list(next(csv.reader(lines(unit.path), delimiter="\t" if suffix == ".tsv" else ","), []))
+        if suffix in (".jsonl", ".json"):
+            row = _first_row(unit.path)
+            return list(row) if isinstance(row, dict) else []
+    except BadFile:
+        return None
+    return None
+
+
+def _first_row(path: Path) -> Any:
+    """The first row of a JSON-lines file, or of a .json file holding a list (or one object)."""
+    for lineno, line in enumerate(lines(path), 1):
+        if not line.strip():
+            continue
+        if path.suffix.lower() == ".json" and line.lstrip().startswith(("[", "{")):
+            try:
+                data = json.loads("".join(lines(path)))
+                return (data[0] if data else None) if isinstance(data, list) else data
+            except json.JSONDecodeError as e:
+                if e.msg != "Extra data":  # "Extra data" after the first value: JSON lines
+                    raise UserError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
+    return None
 
 
 def probe_units(units: list[Unit], column: str, split: str) -> None:
