@@ -84,6 +84,14 @@ def test_parquet_jsonl_arrow_and_save_to_disk_id_columns(tmp_path):
         assert [d.tolist() for d in iter_token_documents(probe)] == docs, name
 
 
+def test_prepare_sees_the_same_id_columns_as_the_reader(tmp_path):
+    from twinlm.data.prepare.format import PrepareSettings
+    from twinlm.data.prepare.pipeline import plan_prepare
+
+    for name in _tables(tmp_path, [_bytes(i) for i in range(9)]):  # .arrow included: one column probe for both
+        assert plan_prepare(str(tmp_path / name), PrepareSettings()).kind == "tokens", name
+
+
 def test_training_order_files_replay_in_file_and_step_order(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
