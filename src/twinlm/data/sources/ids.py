@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from twinlm.data.sources.mds import MDSDataset
-from twinlm.data.sources.resolve import Unit, open_arrow, open_disk, source_units
+from twinlm.data.sources.resolve import Unit, open_arrow, open_disk, open_parquet, source_units
 from twinlm.data.sources.text import unit_columns
 from twinlm.data.store import is_store
 from twinlm.errors import UserError
@@ -64,9 +64,7 @@ class SourceProbe:
             elif unit.kind == "disk":
                 total += len(open_disk(unit.path, split))
             elif unit.suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                total += pq.ParquetFile(unit.path).metadata.num_rows
+                total += open_parquet(unit.path).metadata.num_rows
             else:
                 return None
         return total
@@ -162,9 +160,7 @@ def _looks_like_ids(unit: Unit, column: str, split: str, samples: int = 8) -> bo
     elif unit.kind == "disk":
         values = open_disk(unit.path, split)[:samples][column]
     elif unit.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        values = next(pq.ParquetFile(unit.path).iter_batches(batch_size=samples, columns=[column])).column(0).to_pylist()
+        values = next(open_parquet(unit.path).iter_batches(batch_size=samples, columns=[column])).column(0).to_pylist()
     elif unit.suffix in (".jsonl", ".json"):
         rows = _json_rows(unit.path)
         values = [row.get(column) for row, _ in zip(rows, range(samples))]
@@ -212,9 +208,7 @@ def _table_samples(unit: Unit, ids_column: str, step_column: str | None) -> Iter
     """Rows of a parquet or arrow file, batch by batch (memory: one record batch)."""
     columns = [ids_column] + ([step_column] if step_column else [])
     if unit.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        batches = pq.ParquetFile(unit.path).iter_batches(batch_size=256, columns=columns)
+        batches = open_parquet(unit.path).iter_batches(batch_size=256, columns=columns)
     else:
         batches = iter(open_arrow(unit.path))
     last_step, row = None, 0

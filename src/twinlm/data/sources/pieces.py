@@ -16,9 +16,9 @@ from twinlm.data.sources.resolve import (
     TABULAR,
     Unit,
     hub_shards,
-    need,
     open_disk,
     open_hub,
+    open_parquet,
     source_units,
 )
 from twinlm.data.sources.text import (
@@ -29,6 +29,9 @@ from twinlm.data.sources.text import (
     probe_units,
     read_unit,
     row_value,
+    text_disk,
+    text_mds,
+    text_parquet,
     unit_columns,
 )
 from twinlm.errors import UserError
@@ -81,12 +84,7 @@ def unit_pieces(unit: Unit, split: str = "train", piece_bytes: int = 64 << 20) -
 def _file_pieces(ukind: str, path: Path, name: str, piece_bytes: int) -> list[Piece]:
     suffix, size = path.suffix.lower(), path.stat().st_size
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path}: not a readable parquet file ({e})") from None
+        meta = open_parquet(path).metadata
         return [Piece("parquet", str(path), name, g, g + 1, meta.row_group(g).total_byte_size)
                 for g in range(meta.num_row_groups)]
     if suffix in TABULAR or ukind == "doc":
@@ -151,17 +149,14 @@ def read_piece(piece: Piece, text_column: str = "text", split: str = "train") ->
         yield from _parquet_group(path, piece, text_column)
         return
     if kind == "mds":
-        ds = MDSDataset(path)
-        text_columns = [n for n, enc in ds.columns.items() if enc == "str"]
-        need(text_column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
+        ds = text_mds(path, text_column)
         n = max(1, piece.stop - piece.start)
         for i in range(piece.start, piece.stop):
             if (text := checked(ds[i][text_column], text_column, where)) is not None:
                 yield i, text, piece.size * (i + 1 - piece.start) // n
         return
     if kind == "disk":
-        ds = open_disk(path, split, "--split NAME")
-        need(text_column, ds.column_names, path)
+        ds = text_disk(path, text_column, split, "--split NAME")
         part = ds.select_columns([text_column]).select(range(piece.start, piece.stop))
         n, i = max(1, len(part)), piece.start
         for batch in part.iter(batch_size=1024):
@@ -179,10 +174,7 @@ def read_piece(piece: Piece, text_column: str = "text", split: str = "train") ->
 
 
 def _parquet_group(path: Path, piece: Piece, column: str) -> Iterator[tuple[int, str, int]]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    need(column, pf.schema_arrow.names, path)
+    pf = text_parquet(path, column)
     first = sum(pf.metadata.row_group(g).num_rows for g in range(piece.start))
     rows = max(1, pf.metadata.row_group(piece.start).num_rows)
     i = first

@@ -151,6 +151,16 @@ def open_hub(name: str, split: str):
                         f"loaded ({reason}); check the path, or the name and network access") from None
 
 
+def open_parquet(path: Path):
+    """A parquet file (its metadata and schema are read now); UserError if it is not one."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable parquet file ({e})") from None
+
+
 def open_arrow(path: Path):
     """A reader of an arrow file's record batches (IPC stream, as `datasets` writes, or file)."""
     import pyarrow as pa

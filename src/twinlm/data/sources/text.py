@@ -30,6 +30,7 @@ from twinlm.data.sources.resolve import (
     open_arrow,
     open_disk,
     open_hub,
+    open_parquet,
     source_units,
 )
 from twinlm.errors import UserError
@@ -104,28 +105,40 @@ def _rows(path: Path, column: str) -> Iterator[str | None]:
         yield row_value(row, column, f"{path} line {lineno}")
 
 
-def _parquet(path: Path, column: str) -> Iterator[str | None]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise UserError(f"{path}: not a readable parquet file ({e})") from None
+def text_parquet(path: Path, column: str):
+    """The parquet file, checked to hold `column`."""
+    pf = open_parquet(path)
     need(column, pf.schema_arrow.names, path)
-    for batch in pf.iter_batches(batch_size=1024, columns=[column]):
+    return pf
+
+
+def text_mds(path: Path, column: str) -> MDSDataset:
+    """The MDS folder (its index validated now, before any shard is read), checked to hold the
+    str column `column`."""
+    ds = MDSDataset(path)
+    text_columns = [name for name, encoding in ds.columns.items() if encoding == "str"]
+    need(column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
+    return ds
+
+
+def text_disk(path: Path, column: str, split: str, hint: str = "--set data.split=NAME"):
+    """The save_to_disk folder's split, checked to hold `column`."""
+    ds = open_disk(path, split, hint)
+    need(column, ds.column_names, path)
+    return ds
+
+
+def _parquet(path: Path, column: str) -> Iterator[str | None]:
+    for batch in text_parquet(path, column).iter_batches(batch_size=1024, columns=[column]):
         yield from batch.column(0).to_pylist()
 
 
 def _mds(path: Path, column: str) -> Iterator[str | None]:
-    ds = MDSDataset(path)  # validates the index now, before any shard is read
-    text_columns = [name for name, encoding in ds.columns.items() if encoding == "str"]
-    need(column, text_columns, f"the text (str) columns of MDS folder {path} (all: {ds.columns})")
-    return (sample[column] for sample in ds)
+    return (sample[column] for sample in text_mds(path, column))
 
 
 def _disk(path: Path, column: str, split: str) -> Iterator[str | None]:
-    ds = open_disk(path, split)
-    need(column, ds.column_names, path)
+    ds = text_disk(path, column, split)
     return (v for batch in ds.select_columns([column]).iter(batch_size=1024) for v in batch[column])
 
 
@@ -171,12 +184,7 @@ def unit_columns(unit: Unit, split: str, hint: str = "--set data.split=NAME") ->
     suffix = unit.suffix
     try:
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                return list(pq.ParquetFile(unit.path).schema_arrow.names)
-            except (ValueError, OSError) as e:
-                raise UserError(f"{unit.path}: not a readable parquet file ({e})") from None
+            return list(open_parquet(unit.path).schema_arrow.names)
         if suffix == ".arrow":
             return list(open_arrow(unit.path).schema.names)
         if suffix in (".csv", ".tsv"):
