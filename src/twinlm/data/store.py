@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twinlm.outputs import publish, staging, write_json
+
 FORMAT = "twinlm-tokens"
 VERSION = 2
 INDEX = "index.json"
@@ -129,15 +131,11 @@ class RollingShards:
 
 def write_documents(documents, folder: str | Path, dtype: np.dtype, shard_tokens: int = 1 << 28,
                     check=None, **extra) -> Path:
-    """Write an iterable of id arrays as a complete store in `folder` (through `folder.tmp` and a
-    rename, so an interrupted write never leaves a store that looks complete). `check(k, ids)`,
+    """Write an iterable of id arrays as a complete store in `folder` (through a staging folder and
+    a rename, so an interrupted write never leaves a store that looks complete). `check(k, ids)`,
     if given, runs on every document first (it raises to refuse one)."""
-    import shutil
-
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging(folder)
     shards, writer = [], ShardWriter(tmp, 0, dtype)
     for k, ids in enumerate(documents):
         if check is not None:
@@ -148,10 +146,7 @@ def write_documents(documents, folder: str | Path, dtype: np.dtype, shard_tokens
             writer = ShardWriter(tmp, len(shards), dtype)
     shards.append(writer.close())
     write_index(tmp, dtype, shards, **extra)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
+    return publish(tmp, folder)
 
 
 def write_index(folder: str | Path, dtype: np.dtype, shards: list[dict], **extra) -> Path:
@@ -164,10 +159,7 @@ def write_index(folder: str | Path, dtype: np.dtype, shards: list[dict], **extra
         "max_token_id": max((s["max_token_id"] for s in shards), default=-1),
         **extra, "shards": shards,
     }
-    tmp = folder / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, folder / INDEX)
-    return folder / INDEX
+    return write_json(folder / INDEX, index)
 
 
 class TokenView:

@@ -17,7 +17,7 @@ from twinlm.data.heldout import pick_heldout
 from twinlm.data.prepare.format import META, PROGRESS, UNITS, unit_dir
 from twinlm.data.store import RollingShards, ShardWriter, id_dtype, shard_names, write_index
 from twinlm.errors import UserError
-from twinlm.outputs import write_json
+from twinlm.outputs import publish, staging, write_json
 
 
 @dataclass
@@ -175,8 +175,7 @@ def _read_doc(part: Path, record: dict, where: tuple, dtype) -> np.ndarray:
 
 def _write_docs_store(folder: Path, dtype, records: dict, docs: list, extra: dict) -> None:
     """A small store (the held-out split) written fresh from (unit, ordinal, where) documents."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(folder)
     writer = ShardWriter(tmp, 0, dtype)
     for u, _, where in docs:
         writer.add(_read_doc(records[u][0], records[u][1], where, dtype))
@@ -185,8 +184,7 @@ def _write_docs_store(folder: Path, dtype, records: dict, docs: list, extra: dic
         for name in (entry["tokens"], entry["docs"]):
             (tmp / name).unlink()
     write_index(tmp, dtype, [entry] if docs else [], **extra)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    publish(tmp, folder)
 
 
 def _lay_out_train(folder: Path, dtype, records: dict, kept: list[int], lowest, move: bool) -> list[dict]:
