@@ -1,21 +1,20 @@
 """Recipes: typed, strict configuration for twin pretraining.
 
 A recipe is data: model shape, tokenizer, data, phases and training settings. YAML files in
-`recipes/` load into these dataclasses; `--set key.sub=value` overrides any field. Every unknown
-key is an error that names the key and the valid ones, and combinations are checked at load
-time so that a bad recipe fails before any work starts.
+`recipes/` load into these dataclasses through `twinlm.config` (strict keys, typed values,
+`--set key.sub=value` overrides); combinations are checked at load time so that a bad recipe
+fails before any work starts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
-import yaml
-
+from twinlm import config
 from twinlm.errors import UserError
+from twinlm.world.generator import WorldConfig
 
 # Ettin shapes (ETTIN-FACTS §1): identical for encoder and decoder. head dim is always 64.
 # nano/micro are CPU shapes for the demo and the tests.
@@ -70,18 +69,6 @@ class TokenizerConfig:
 
 
 @dataclass
-class WorldSettings:
-    """The built-in synthetic world, used when `data.source` is empty."""
-
-    num_people: int = 2000
-    seed: int = 0
-    gender_skew: float = 0.8
-    they_share: float = 0.1
-    heldout_fraction: float = 0.1
-    biographies_per_person: int = 2
-
-
-@dataclass
 class StreamConfig:
     """One stream of a mixture (Composer/MosaicML semantics, see twinlm.data.sampling)."""
 
@@ -125,7 +112,7 @@ class DataConfig:
     heldout_max_documents: int = 2000  # cap on held-out documents per source
     heldout_max_tokens: int = 2_000_000  # cap on held-out tokens per source
     cache_dir: str | None = None  # tokenized blocks; default: <out>/data
-    world: WorldSettings = field(default_factory=WorldSettings)
+    world: WorldConfig = field(default_factory=WorldConfig)  # the built-in world, used when no source is set
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_share < 1.0:
@@ -343,10 +330,10 @@ class Recipe:
         return phase.micro_batch if phase.micro_batch is not None else self.training.micro_batch
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return config.to_dict(self)
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        config.dump(self, path)
 
 
 def _divisor_near(n: int, target: int) -> int:
@@ -355,117 +342,8 @@ def _divisor_near(n: int, target: int) -> int:
     return min(divisors, key=lambda d: (abs(d - target), d)) if divisors else 1
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, refusing keys it does not declare."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{where or 'recipe'} must be a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in valid:
-            name = f"{where}.{key}" if where else key
-            raise UserError(f"unknown recipe key {name!r}; valid keys here: {', '.join(valid)}")
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin, args = get_origin(hint), get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin is list and args and dataclasses.is_dataclass(args[0]):
-        if not isinstance(value, list):
-            raise UserError(f"{where} must be a list")
-        return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None:
-        if type(None) in args:
-            return None
-        raise UserError(f"{where} may not be empty")
-    base = [a for a in args if a is not type(None)] if args and origin is not list and origin is not tuple else []
-    target = base[0] if len(base) == 1 else hint
-    if target is tuple or origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise UserError(f"{where} must be a list of {len(args)} numbers")
-        return tuple(float(v) for v in value)
-    if origin is list:
-        return list(value) if isinstance(value, list | tuple) else [value]
-    try:
-        if target is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if target is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if target is float:
-            return float(value)
-        if target is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
-    return value
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ["a.b=1", "c=x"] into a nested dict; values parsed as YAML scalars."""
-    nested: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UserError(f"--set expects key.sub=value, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if key == "phases" and isinstance(value, dict):
-            # --set phases.decay.tokens=... addresses a phase by name (or index).
-            phases = [dict(p) for p in out.get("phases") or []]
-            for name, sub in value.items():
-                idx = _phase_index(phases, name)
-                phases[idx] = _merge(phases[idx], sub, f"phases.{name}")
-            out["phases"] = phases
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{where}.{key}")
-        else:
-            out[key] = value
-    return out
-
-
-def _phase_index(phases: list[dict], name: str) -> int:
-    for i, p in enumerate(phases):
-        if str(p.get("name")) == str(name) or str(i) == str(name):
-            return i
-    valid = [str(p.get("name")) for p in phases]
-    raise UserError(f"--set phases.{name}: no such phase; phases are {', '.join(valid)}")
-
-
 def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
-    merged = _merge(data or {}, parse_overrides(overrides or []))
-    recipe = _build(Recipe, merged, "")
+    recipe = config.load(Recipe, data, overrides)
     recipe.check()
     return recipe
 
@@ -486,16 +364,8 @@ def resolve_recipe_path(name_or_path: str, folder: Path = RECIPES_DIR, what: str
     raise UserError(f"no {what} file {name_or_path!r}; shipped: {', '.join(names)}")
 
 
-def read_recipe_yaml(path: Path) -> dict:
-    """The mapping in a recipe file ({} when empty); invalid YAML is a one-line error."""
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-
-
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve_recipe_path(name_or_path)
-    data = read_recipe_yaml(path)
+    data = config.read_yaml(path)
     data.setdefault("name", path.stem)
     return recipe_from_dict(data, overrides)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from twinlm import config
 from twinlm.convert.bidirectional import check_attention, check_decoder_config, make_bidirectional
 from twinlm.convert.embed_eval import causal_baselines, world_retrieval_ndcg
 from twinlm.convert.mntp import resolve_mask_token, train_mntp
@@ -24,7 +25,7 @@ from twinlm.data.corpus import split_texts, world_of
 from twinlm.data.sources import load_texts
 from twinlm.errors import UserError
 from twinlm.outputs import claim, publish_into, staging, write_json
-from twinlm.recipe import _build, _merge, load_recipe, parse_overrides, read_recipe_yaml, resolve_recipe_path
+from twinlm.recipe import load_recipe, resolve_recipe_path
 from twinlm.world.generator import unlabeled_questions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "convert"
@@ -83,8 +84,8 @@ class LLM2VecConfig:
 def load_llm2vec_config(name_or_path: str | None, overrides: list[str]) -> LLM2VecConfig:
     data: dict[str, Any] = {}
     if name_or_path:
-        data = read_recipe_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
-    return _build(LLM2VecConfig, _merge(data, parse_overrides(overrides)), "")
+        data = config.read_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
+    return config.load(LLM2VecConfig, data, overrides)
 
 
 def check_decoder_folder(model_dir: Path, cfg: LLM2VecConfig):

@@ -3,30 +3,20 @@
 One `FinetuneRecipe` serves every kind (dense, sparse, multivector, rerank, classify): the shared
 fields (base model, data, loss, training arguments) plus one section per kind, read only by that
 kind. YAML files in `recipes/finetune/` load through the same strict builder as pretraining
-recipes (`twinlm.recipe._build`), so a misspelt key is an error naming the valid ones, and
+recipes (`twinlm.config`), so a misspelt key is an error naming the valid ones, and
 `--set key.sub=value` overrides any field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from twinlm import config
 from twinlm.errors import UserError
-from twinlm.recipe import (
-    RECIPES_DIR,
-    WorldSettings,
-    _build,
-    _merge,
-    _plain,
-    parse_overrides,
-    read_recipe_yaml,
-    resolve_recipe_path,
-)
+from twinlm.recipe import RECIPES_DIR, resolve_recipe_path
+from twinlm.world.generator import WorldConfig
 
 KINDS = ("dense", "sparse", "multivector", "rerank", "classify")
 FINETUNE_DIR = RECIPES_DIR / "finetune"
@@ -198,7 +188,7 @@ class FinetuneRecipe:
     loss_args: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)  # new=old renames before matching the loss
     datasets: list[DatasetSpec] = field(default_factory=list)  # multi-dataset training; overrides train_data
-    world: WorldSettings | None = None  # None: the base model's own world (its twinlm.yaml), else defaults
+    world: WorldConfig | None = None  # None: the base model's own world (its twinlm.yaml), else defaults
     world_heldout: float | None = None  # share of world people kept for evaluation; None: the world's own
     training: TrainArgs = field(default_factory=TrainArgs)
     dense: DenseSection = field(default_factory=DenseSection)
@@ -223,15 +213,14 @@ class FinetuneRecipe:
             raise UserError(f"datasets need unique names, got {names}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return config.to_dict(self)
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        config.dump(self, path)
 
 
 def finetune_recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> FinetuneRecipe:
-    merged = _merge(data or {}, parse_overrides(overrides or []))
-    recipe = _build(FinetuneRecipe, merged, "")
+    recipe = config.load(FinetuneRecipe, data, overrides)
     recipe.check()
     return recipe
 
@@ -243,13 +232,13 @@ def load_finetune_recipe(
     recipe). `extra` holds values from command-line flags; `--set` overrides come last."""
     if name_or_path is None:
         path = FINETUNE_DIR / f"{kind}.yaml"
-        data = read_recipe_yaml(path) if path.is_file() else {}
+        data = config.read_yaml(path) if path.is_file() else {}
     else:
         path = resolve_recipe_path(name_or_path, FINETUNE_DIR, "fine-tuning recipe")
-        data = read_recipe_yaml(path)
+        data = config.read_yaml(path)
     data = data or {}
     if data.get("kind", kind) != kind:
         raise UserError(f"recipe {name_or_path} is for kind {data['kind']!r}, not {kind!r}")
-    data = _merge(data, {"kind": kind, **(extra or {})})
+    data = config.merge(data, {"kind": kind, **(extra or {})})
     data.setdefault("name", path.stem if name_or_path else kind)
     return finetune_recipe_from_dict(data, overrides)
