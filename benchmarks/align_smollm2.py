@@ -159,12 +159,12 @@ def main() -> None:
     sft_out = args.work / "sft"
     if "sft" not in args.skip:
         run([*cli, "sft", str(model), "--data", str(paths["sft"]), "--eval-data", str(paths["eval"]), "--lora",
-             "--assistant-only-loss", "--max-steps", str(args.sft_steps), "--batch-size", str(args.batch_size),
+             "--assistant-only-loss", "--steps", str(args.sft_steps), "--batch-size", str(args.batch_size),
              "--lr", str(args.sft_lr), "--max-length", "256", "--out", str(sft_out), "--overwrite"])
     if "bco" not in args.skip:
         policy = sft_out if args.bco_from == "sft" else model
         run([*cli, "bco", str(policy), "--data", str(paths["bco"]), "--eval-data", str(paths["eval"]), "--lora",
-             "--max-steps", str(args.bco_steps), "--batch-size", str(args.batch_size), "--lr", str(args.bco_lr),
+             "--steps", str(args.bco_steps), "--batch-size", str(args.batch_size), "--lr", str(args.bco_lr),
              "--max-length", "256", "--out", str(args.work / f"bco-from-{args.bco_from}"), "--overwrite"])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from twinlm.commands import (
     bco,
@@ -40,8 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def library_output_off() -> None:
+    """A command speaks first and last: no library bar ("Loading weights", "Generating train
+    split", "Writing model shards") or developer-facing deprecation notice before its own
+    output or its one-line error. Training bars (the Trainer's) stay. Set in the environment
+    before the libraries are imported; a user's own setting of these variables wins."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' and the hub's bars
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found")
+
+
+def main(argv: list[str] | None = None) -> int:
+    library_output_off()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

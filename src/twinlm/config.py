@@ -7,7 +7,8 @@ valid ones), applies `--set key.sub=value` overrides, and generates the command'
 second list of defaults exists to drift from the dataclass.
 
 Field metadata understood here:
-  help     the flag's help text (a field without help gets no flag)
+  help     the flag's help text (a field without help gets no flag); a function of the class
+           where the text names class constants (a default that depends on the mode, say)
   flag     the flag's name when it differs from the field's (`lr` for `learning_rate`), so one
            idea has one flag in every command
   aliases  older spellings still accepted but hidden from --help
@@ -187,6 +188,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
             continue
         hint, flag = hints[f.name], flag_of(f)
         text = f.metadata["help"]
+        text = text(cls) if callable(text) else text
         default = _default(f)
         if _is_bool(hint):
             if default is True:

@@ -198,7 +198,7 @@ def test_bad_input_one_line_errors_and_nothing_overwritten(micro_run, micro_worl
     ]
     for argv, expected in cases:
         assert expected in err([*argv, "--out", str(kept)])
-    assert main(["bco", dec, "--data", good, "--out", str(kept), "--max-steps", "1"]) == 2
+    assert main(["bco", dec, "--data", good, "--out", str(kept), "--steps", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["generate", enc, "--prompt", "hi"]) == 2
     assert "not a decoder" in capsys.readouterr().err

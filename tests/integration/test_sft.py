@@ -11,7 +11,8 @@ import torch
 
 from twinlm.align.chat_template import TWINLM_CHAT_TEMPLATE, end_of_turn_token
 from twinlm.align.generate import generate
-from twinlm.align.sft import SFTSettings, lora_target_modules, sft
+from twinlm.align.runner import lora_target_modules
+from twinlm.align.sft import SFTSettings, sft
 from twinlm.cli import main
 
 

@@ -101,12 +101,30 @@ def check_sft_rows(rows: Dataset, where: str = "SFT data") -> str:
     """The row format ('text', 'prompt-completion' or 'conversational'); UserError if none fits."""
     cols = set(rows.column_names)
     if "messages" in cols:
+        check_turns(rows, "messages", where)
         return "conversational"
     if {"prompt", "completion"} <= cols:
-        return "conversational" if is_conversational(rows[0]["prompt"]) else "prompt-completion"
+        if is_conversational(rows[0]["prompt"]):
+            check_turns(rows, "prompt", where)
+            check_turns(rows, "completion", where)
+            return "conversational"
+        return "prompt-completion"
     if "text" in cols:
         return "text"
     raise UserError(
         f"{where} needs a 'text' column, 'prompt' and 'completion' columns, or a 'messages' column; "
         f"found: {', '.join(sorted(cols)) or 'no columns'}"
     )
+
+
+def check_turns(rows: Dataset, column: str, where: str) -> None:
+    """UserError unless every row's `column` is a non-empty list of {role, content} turns (TRL's
+    conversational format), naming the first row that is not."""
+    for i, turns in enumerate(rows[column]):
+        ok = isinstance(turns, list) and bool(turns) and all(
+            isinstance(t, dict) and isinstance(t.get("role"), str) and t.get("content") is not None for t in turns)
+        if not ok:
+            shown = repr(turns)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise UserError(f"{where}: row {i}: '{column}' must be a list of turns {{\"role\": ..., \"content\": ...}}, "
+                            f"found {type(turns).__name__} {shown}")

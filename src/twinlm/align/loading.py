@@ -14,10 +14,13 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from twinlm.errors import UserError
+from twinlm.model_files import check_model_source, check_tokenizer_source
 
 
 def check_decoder(name_or_path: str | Path, role: str = "model") -> None:
-    """UserError unless `name_or_path` is a causal LM (an encoder twin, say, is not); reads only config.json."""
+    """UserError unless `name_or_path` is a causal LM (an encoder twin, say, is not) with complete
+    weights; reads only config.json and the safetensors headers."""
+    check_model_source(name_or_path, role)
     try:
         config = AutoConfig.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:
@@ -34,6 +37,7 @@ def check_decoder(name_or_path: str | Path, role: str = "model") -> None:
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The decoder's tokenizer, with the eos token as pad token where it has none."""
+    check_tokenizer_source(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -20,15 +20,6 @@ def add_output_args(p: argparse.ArgumentParser, what: str = "results") -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def add_schedule_args(p: argparse.ArgumentParser, lr: float, batch_size: int = 8) -> None:
-    """--lr, --epochs, --max-steps, --batch-size, --seed: the Trainer schedule the alignment commands share."""
-    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per device step (default {batch_size})")
-    p.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
-
-
 def parse_lrs(text: str) -> list[float]:
     from twinlm.errors import UserError
 
@@ -71,3 +62,18 @@ def quiet_libraries():
             logging.enable_progress_bar()
         if ds_bars:
             datasets.enable_progress_bars()
+
+
+def add_align_args(p: argparse.ArgumentParser, settings: type, what: str) -> None:
+    """MODEL, --data, --eval-data, --out, --overwrite, --resume, then one flag per field of the
+    command's settings dataclass (`twinlm.config.add_flags`)."""
+    from twinlm.config import add_flags
+
+    p.add_argument("model", help="decoder folder or hub id")
+    p.add_argument("--data", required=True, help="training rows (jsonl/json/csv/parquet file, save_to_disk folder or hub id)")
+    p.add_argument("--eval-data", default=None,
+                   help="held-out rows: loss (and, for rows that pair completions of a prompt, reward margin and "
+                        "preference accuracy) before and after training")
+    add_output_args(p, what)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR/checkpoints")
+    add_flags(p, settings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.outputs import check_safetensors
 
 TWINS = ("encoder", "decoder")
 
@@ -112,6 +113,8 @@ def _local_ref(folder: Path, name: str, run: str | None = None) -> ModelRef:
         raise UserError(f"{cfg_path} is not valid JSON ({err.msg})") from None
     if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
         raise UserError(f"{folder} has a config.json but no weights (model.safetensors)")
+    for file in sorted(folder.glob("*.safetensors")):
+        check_safetensors(file)
     architecture = architecture_of(config, str(folder))
     offset = prediction_offset(folder) if architecture == "encoder" else 0
     return ModelRef(name, architecture, str(folder), run, offset)

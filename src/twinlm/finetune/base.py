@@ -17,6 +17,7 @@ from typing import Any
 
 from twinlm.errors import UserError
 from twinlm.finetune.recipe import FinetuneRecipe
+from twinlm.model_files import check_model_source
 from twinlm.outputs import check_out, publish, staging, write_json
 
 # model_type values of causal LMs that twinlm knows by name; anything whose architecture ends in
@@ -48,6 +49,7 @@ def inspect_base(name_or_path: str) -> BaseModel:
     """Read the config of a base model (no weights) and classify it; UserError if unreadable."""
     from transformers import AutoConfig
 
+    check_model_source(name_or_path, "base model")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:

@@ -1,0 +1,127 @@
+"""The typed-config engine: strict building, coercion, --set overrides, and flags generated from a
+settings dataclass (one definition, no second list of argparse defaults)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+
+import pytest
+
+from twinlm import config
+from twinlm.align.settings import BCOSettings, SFTSettings
+from twinlm.cli import build_parser
+from twinlm.errors import UserError
+
+
+@dataclass
+class Inner:
+    name: str = "a"
+    size: int = 1
+
+
+@dataclass
+class Toy:
+    learning_rate: float = field(default=1e-3, metadata={"flag": "lr", "help": "learning rate"})
+    max_steps: int = field(default=-1, metadata={"flag": "steps", "aliases": ("max-steps",), "help": "steps"})
+    mode: str = field(default="x", metadata={"help": "the mode", "choices": ("x", "y")})
+    fast: bool = field(default=False, metadata={"help": "go fast"})
+    careful: bool = field(default=True, metadata={"help": "be careful"})
+    targets: list[str] | None = field(default=None, metadata={"help": "targets"})
+    limit: int | None = field(default=None, metadata={"help": "a cap"})
+    hidden: int = 7  # no help: no flag
+    items: list[Inner] = field(default_factory=lambda: [Inner("a"), Inner("b")])
+
+
+def parse(argv: list[str]) -> Toy:
+    p = argparse.ArgumentParser()
+    config.add_flags(p, Toy)
+    return config.from_flags(Toy, p.parse_args(argv))
+
+
+def test_build_refuses_unknown_keys_and_names_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown setting key 'items\[1\]\.sise'; valid keys here: name, size"):
+        config.build(Toy, {"items": [{"name": "a"}, {"sise": 3}]}, what="setting")
+    built = config.build(Toy, {"max_steps": "12", "fast": "yes", "targets": "q", "items": [{"size": "4"}]})
+    assert (built.max_steps, built.fast, built.targets, built.items[0].size) == (12, True, ["q"], 4)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"max_steps": 1.5}, r"max_steps=1.5 is not a valid int"),
+    ({"fast": "maybe"}, r"fast='maybe' is not a valid bool"),
+    ({"mode": None}, r"mode may not be empty"),
+    ({"items": {"name": "a"}}, r"items must be a list"),
+])
+def test_coercion_errors_name_the_key(data, message):
+    with pytest.raises(UserError, match=message):
+        config.build(Toy, data)
+
+
+def test_overrides_address_list_items_by_name_or_index():
+    base = config.to_dict(Toy())
+    merged = config.merge(base, config.parse_overrides(["items.b.size=5", "items.0.name=z", "limit=3"]))
+    toy = config.build(Toy, merged)
+    assert [(i.name, i.size) for i in toy.items] == [("z", 1), ("b", 5)] and toy.limit == 3
+    with pytest.raises(UserError, match="no such item; items are a, b"):
+        config.merge(base, config.parse_overrides(["items.c.size=5"]))
+    with pytest.raises(UserError, match="--set expects key.sub=value"):
+        config.parse_overrides(["limit"])
+
+
+def test_dump_reads_back_into_the_same_object(tmp_path):
+    toy = Toy(limit=4, targets=["a", "b"], items=[Inner("q", 9)])
+    config.dump(toy, tmp_path / "toy.yaml")
+    assert config.build(Toy, config.read_yaml(tmp_path / "toy.yaml")) == toy
+
+
+def test_flags_come_from_the_dataclass_and_absent_flags_keep_its_defaults():
+    assert parse([]) == Toy()
+    toy = parse(["--lr", "0.5", "--steps", "3", "--mode", "y", "--fast", "--no-careful", "--targets", "a, b",
+                 "--limit", "9"])
+    assert (toy.learning_rate, toy.max_steps, toy.mode, toy.fast, toy.careful, toy.targets, toy.limit) == (
+        0.5, 3, "y", True, False, ["a", "b"], 9)
+    assert parse(["--max-steps", "4"]).max_steps == 4  # the old spelling still works
+
+
+def test_help_shows_defaults_and_hides_aliases_and_undocumented_fields():
+    p = argparse.ArgumentParser()
+    config.add_flags(p, Toy)
+    text = p.format_help()
+    assert "--steps N" in text and "(default: -1)" in text and "(default: 0.001)" in text
+    assert "--max-steps" not in text and "--hidden" not in text and "--items" not in text
+    assert "--careful, --no-careful" in text
+
+
+def test_a_bad_flag_value_is_a_one_line_error_naming_the_flag():
+    with pytest.raises(UserError, match=r"--steps='many' is not a valid int"):
+        parse(["--steps", "many"])
+
+
+@pytest.mark.parametrize("command, cls", [("sft", SFTSettings), ("bco", BCOSettings)])
+def test_every_documented_setting_of_sft_and_bco_is_a_flag(command, cls):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    dests = {a.dest for a in sub._actions}
+    documented = {f.name for f in fields(cls) if "help" in f.metadata}
+    assert documented == {f.name for f in fields(cls)} - {"extra"} and documented <= dests
+    args = build_parser().parse_args([command, "m", "--data", "d", "--out", "o", "--max-steps", "3", "--lora"])
+    settings = config.from_flags(cls, args)
+    assert settings.max_steps == 3 and settings.learning_rate == cls.LORA_LR
+
+
+@pytest.mark.parametrize("cls", [SFTSettings, BCOSettings])
+def test_a_lora_run_gets_a_lora_scale_learning_rate(cls):
+    assert cls().learning_rate == cls.FULL_LR and cls(lora=True).learning_rate == cls.LORA_LR
+    assert cls.LORA_LR >= 10 * cls.FULL_LR
+    assert cls(lora=True, learning_rate=1e-6).learning_rate == 1e-6  # an explicit --lr wins
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    command = "sft" if cls is SFTSettings else "bco"
+    lr_help = next(a.help for a in sub.choices[command]._actions if a.dest == "learning_rate")
+    assert f"{cls.FULL_LR:g} for full fine-tuning" in lr_help and f"{cls.LORA_LR:g} with --lora" in lr_help
+
+
+def test_settings_check_their_combinations():
+    with pytest.raises(UserError, match="contradict"):
+        SFTSettings(assistant_only_loss=True, full_sequence_loss=True)
+    with pytest.raises(UserError, match="drop --ref-model or --lora"):
+        BCOSettings(lora=True, ref_model="x")
+    assert BCOSettings(max_length=100).max_prompt_length == 50
