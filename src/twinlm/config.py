@@ -12,6 +12,7 @@ Field metadata understood here:
   flag     the flag's name when it differs from the field's (`lr` for `learning_rate`), so one
            idea has one flag in every command
   aliases  older spellings still accepted but hidden from --help
+  short    a one-letter form shown beside the flag (`-k` for `--top-k`)
   choices  the valid values
 """
 
@@ -187,15 +188,16 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
         if "help" not in f.metadata or f.name in skip:
             continue
         hint, flag = hints[f.name], flag_of(f)
+        names = [f.metadata["short"], flag] if "short" in f.metadata else [flag]
         text = f.metadata["help"]
         text = text(cls) if callable(text) else text
         default = _default(f)
         if _is_bool(hint):
             if default is True:
-                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                     default=argparse.SUPPRESS, help=f"{text} (default: on)")
             else:
-                parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
+                parser.add_argument(*names, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
         if default is not None and default != [] and "(default" not in text:
             text = f"{text} (default: {default:g})" if isinstance(default, float) else f"{text} (default: {default})"
@@ -204,7 +206,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
         if f.metadata.get("choices"):
             kwargs["choices"] = list(f.metadata["choices"])
             kwargs.pop("metavar")
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(*names, **kwargs)
         for alias in f.metadata.get("aliases", ()):
             parser.add_argument("--" + alias, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 

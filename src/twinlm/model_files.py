@@ -42,5 +42,5 @@ def check_tokenizer_source(name_or_path: str | Path, role: str = "tokenizer") ->
     """UserError if `name_or_path` names a local tokenizer folder or file that does not exist."""
     name = str(name_or_path)
     if not Path(name).expanduser().exists() and looks_local(name):
-        raise UserError(f"{role} {name!r}: no such folder or file")
+        raise UserError(f"cannot load {role} {name!r}: no such folder or file")
 

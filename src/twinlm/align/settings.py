@@ -114,3 +114,21 @@ class BCOSettings(RunSettings):
             self.max_prompt_length = self.max_length // 2
         if self.lora and self.ref_model:
             raise UserError("--lora uses the base model (adapters off) as reference; drop --ref-model or --lora")
+
+
+@dataclass
+class GenerationSettings:
+    """What `twinlm generate` varies; the keyword arguments of `twinlm.align.generate.generate`."""
+
+    chat: bool = field(default=False, metadata={"help": "apply the chat template (prompt = user turn)"})
+    max_new_tokens: int = field(default=64, metadata={"help": "at most this many new tokens"})
+    sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise UserError(f"sampling needs temperature > 0 and 0 < top-p <= 1, got {self.temperature} and {self.top_p}")

@@ -79,9 +79,11 @@ def recipe_from_args(args):
 
 def run(args) -> int:
     from twinlm.errors import UserError
+    from twinlm.model_files import check_model_source
     from twinlm.outputs import check_out
 
     recipe = recipe_from_args(args)
+    check_model_source(recipe.base_model, "base model")  # before the kind's libraries load
     check_out(args.out, args.overwrite)
     try:
         module = importlib.import_module(KIND_MODULES[args.kind])
