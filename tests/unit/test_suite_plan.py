@@ -19,11 +19,14 @@ from twinlm.evaluate.suite.results import default_select
 
 
 def fake_model(folder: Path, arch: str) -> Path:
-    """A model folder resolve() accepts (config.json + a safetensors header); never loaded here."""
+    """A model folder resolve() accepts (config.json + a complete safetensors file); never loaded here."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "modernbert"}))
     header = json.dumps({"w": {"dtype": "F32", "shape": [1000, 10], "data_offsets": [0, 40000]}}).encode()
-    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(struct.pack("<Q", len(header)) + header)
+    with weights.open("r+b") as f:  # complete (sparse zeros): resolve() refuses a truncated file
+        f.truncate(8 + len(header) + 40000)
     return folder
 
 
