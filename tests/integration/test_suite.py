@@ -34,26 +34,47 @@ def records(out):
     return {p.name: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
 
 
-def test_glue_on_both_twins_resumes_only_what_is_missing(micro_run, glue_mirror, tmp_path, capsys):
+def test_glue_on_both_twins_resumes_only_what_is_missing(micro_run, glue_mirror, tmp_path, capsys, monkeypatch):
+    from twinlm.evaluate.suite import glue
+
     mirror = glue_mirror(tmp_path / "mirror", tasks=("mnli", "stsb", "sst2"), rows=12, eval_rows=6)
     out = tmp_path / "suite"
     args = ["eval", str(micro_run), "--suite", "glue:stsb,glue:mnli,glue:sst2", "--data-dir", str(mirror), *BUDGET,
             "--out", str(out)]
-    assert main(args) == 0
+    # Stopped (Ctrl-C) during the 5th of 6 runs: 4 are written, the 5th left nothing behind.
+    real, calls = glue.execute, []
+
+    def stopped_at_fifth(run, model, settings):
+        calls.append(run.key)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(run, model, settings)
+
+    monkeypatch.setattr(glue, "execute", stopped_at_fifth)
+    assert main(args) == 130
+    first = records(out)
+    assert len(first) == 4 and not (out / "results.json").exists()
+    monkeypatch.setattr(glue, "execute", real)
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "resuming: 4 of 6 run(s) already done" in log and "run 2/2" in log
     done = records(out)
-    assert len(done) == 6  # 3 tasks x 2 twins, one run each under this budget
+    assert len(done) == 6 and all(done[n] == r for n, r in first.items())  # the finished runs were not redone
+    redone = {r["key"] for r in done.values()} - {r["key"] for r in first.values()}
+    assert len(redone) == 2 and calls[4] in redone  # the cut-off run and the one never started
+
     by = {(r["run"]["model"].split("/")[-1], r["run"]["task"]): r for r in done.values()}
     for twin in ("encoder", "decoder"):
         stsb, mnli = by[(twin, "stsb")], by[(twin, "mnli")]
         assert set(stsb["metrics"]) == {"pearson", "spearman"} and stsb["score"] == stsb["metrics"]["spearman"]
         assert set(mnli["metrics"]) == {"accuracy_matched", "accuracy_mismatched"}
         assert mnli["eval_rows"] == {"validation_matched": 6, "validation_mismatched": 6}
-        # STS-B started from the MNLI checkpoint kept for this twin, the best (here: only) MNLI run.
-        kept = json.loads((out / "glue" / "mnli-best" / f"{micro_run.name}_{twin}" / "best.json").read_text())
-        assert stsb["start"].endswith(f"mnli-best/{micro_run.name}_{twin}") and kept["run"] == mnli["key"]
-        config = json.loads((out / "glue" / "mnli-best" / f"{micro_run.name}_{twin}" / "config.json").read_text())
+        # STS-B (regression) started from the MNLI checkpoint kept for this twin, its best (here: only) MNLI run.
+        kept = out / "glue" / "mnli-best" / f"{micro_run.name}_{twin}"
+        assert stsb["start"] == str(kept) and json.loads((kept / "best.json").read_text())["run"] == mnli["key"]
         expected = "ModernBertForSequenceClassification" if twin == "encoder" else "ModernBertDecoderForSequenceClassification"
-        assert config["architectures"] == [expected]
+        assert json.loads((kept / "config.json").read_text())["architectures"] == [expected]
         assert by[(twin, "sst2")]["start"] == "pretrained" and by[(twin, "sst2")]["final_loss"] > 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 6
@@ -62,20 +83,9 @@ def test_glue_on_both_twins_resumes_only_what_is_missing(micro_run, glue_mirror,
     report = (out / "report.md").read_text()
     assert "### Encoder tasks (paper Table 3)" in report and f"| {micro_run.name}/decoder | decoder |" in report
 
-    # Cut off: one run's record is gone and another was being written. --resume runs just that one.
-    lost = next(name for name, r in done.items() if r["run"]["task"] == "stsb" and r["run"]["twin"] == "decoder")
-    (out / "runs" / lost).unlink()
-    (out / "runs" / (lost[:-5] + ".tmp")).write_text("{")
-    kept_files = {n: (out / "runs" / n).read_text() for n in done if n != lost}
-    capsys.readouterr()
-    assert main(args + ["--resume"]) == 0
-    log = capsys.readouterr().out
-    assert "resuming: 5 of 6 run(s) already done" in log and "run 1/1" in log and "glue:stsb" in log
-    assert sorted(records(out)) == sorted(done)
-    assert all((out / "runs" / n).read_text() == text for n, text in kept_files.items())
-
     changed = list(args)
     changed[changed.index("--steps") + 1] = "3"
+    capsys.readouterr()
     assert main(changed + ["--resume"]) == 2
     err = capsys.readouterr().err
     assert "setting steps changed (2 when" in err and "3 now" in err and len(err.strip().splitlines()) == 1

@@ -18,7 +18,9 @@ cross-objective models trail native ones, encoders choose the neutral pronoun mo
 reproduced, not reproduced, or inconclusive (a fine-tuning run that did not converge, or a gap
 within the seeds' spread). Given two or more run folders (or their results), each finding pairs
 every run's twins and states the mean gap with its standard deviation over the pretraining runs,
-the spread that decides at small scale."""
+the spread that decides at small scale. With --suite SPEC the models are compared on the field's
+benchmarks instead (GLUE, retrieval, generative, WinoGender; the report adds the Ettin paper's
+encoder and decoder tables, with the paper's numbers beside official Ettin checkpoints)."""
 
 
 def register(sub) -> None:

@@ -17,7 +17,9 @@ every model, with --seeds seeds each; every run records whether it converged (fi
 below 0.75 x the trivial predictor's: ln(classes) with the class prior, ln(batch) in-batch), and a
 score from a run that did not is marked and wins nothing. A model without a twinlm recipe runs only
 the tasks named by --tasks and the --lm-eval/--mteb benchmarks. Writes DIR/results.json (every
-metric, every seed, mean and std) and prints a table."""
+metric, every seed, mean and std) and prints a table. With --suite SPEC it runs the field's
+benchmarks instead, as the Ettin paper did (GLUE, MS MARCO-trained retrieval on MTEB, the ten
+generative tasks, WinoGender), resumable with --resume; see the "benchmark suite" flags below."""
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
