@@ -23,6 +23,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 from transformers.utils import logging as hf_logging
 
+from twinlm.convert import CONVERSION_FILE
 from twinlm.convert.mntp import MNTPCollator
 from twinlm.convert.weights import decoder_to_encoder, encoder_to_decoder
 from twinlm.data.corpus import phase_data
@@ -35,7 +36,6 @@ from twinlm.train.pretrain import RECIPE_FILE, check_resume_recipe, prepare_outp
 from twinlm.train.schedules import phase_steps
 from twinlm.train.twin_folder import save_twin_folder
 
-CONVERSION_FILE = "conversion.json"
 SOURCE_FILE = "source.json"
 OBJECTIVES = {"encoder": ("mlm", "mntp"), "decoder": ("clm",)}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twinlm import config
+from twinlm.convert import LLM2VEC_FILE
 from twinlm.convert.bidirectional import check_attention, check_decoder_config, make_bidirectional
 from twinlm.convert.embed_eval import causal_baselines, world_retrieval_ndcg
 from twinlm.convert.mntp import resolve_mask_token, train_mntp
@@ -29,7 +30,6 @@ from twinlm.recipe import load_recipe, resolve_recipe_path
 from twinlm.world.generator import unlabeled_questions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "convert"
-META_FILE = "llm2vec.json"
 
 
 @dataclass
@@ -222,5 +222,5 @@ def _save(st, out: Path, meta: dict) -> None:
     saved = json.loads((tmp / "config.json").read_text())
     if saved.get("is_causal") is not False:
         raise RuntimeError("the saved config lost is_causal=False; the model would load causal")
-    write_json(tmp / META_FILE, meta)
+    write_json(tmp / LLM2VEC_FILE, meta)
     publish_into(tmp, out)  # out also holds the stages' work folder until the end

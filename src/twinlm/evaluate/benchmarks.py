@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate import mteb_local
+from twinlm.evaluate.lm_eval_encoder import EncoderLM
+from twinlm.evaluate.models import ModelRef, world_for
+from twinlm.evaluate.mteb_local import load_tasks
+from twinlm.evaluate.runner import build_tasks
 
 
 @dataclass
@@ -156,7 +161,6 @@ def _harness_model(model: dict, scoring: str, batch_size: int, progress, add_bos
         lm.loglikelihood = announced
         return lm, "hf", f"pretrained={model['path']}" + "".join(f",{k}={v}" for k, v in bos.items())
     import twinlm.evaluate.lm_eval_encoder  # noqa: F401  (registers twinlm-encoder with the harness)
-    from twinlm.evaluate.lm_eval_encoder import EncoderLM
 
     offset = model.get("prediction_offset", 0)
     lm = EncoderLM(model["path"], scoring=scoring, prediction_offset=offset, batch_size=batch_size, device=device,
@@ -235,7 +239,6 @@ def _quietly(fn):
 def load_mteb_tasks(specs: list[str]) -> dict:
     """{name: mteb task} for BEIR-layout folders and mteb task names, data loaded (see mteb_local)."""
     need("mteb", "--mteb")
-    from twinlm.evaluate.mteb_local import load_tasks
 
     if not [s for s in specs if s.strip()]:
         raise UserError("--mteb needs BEIR-layout folders or mteb retrieval task names, e.g. --mteb SciFact")
@@ -247,10 +250,6 @@ def run_mteb(model: dict, tasks: dict, cfg, log=print) -> dict:
     is first fine-tuned into one on its world's retrieval data (the retrieval task's best learning
     rate when it ran, seed 0, the same budget)."""
     from dataclasses import replace
-
-    from twinlm.evaluate import mteb_local
-    from twinlm.evaluate.models import ModelRef, world_for
-    from twinlm.evaluate.runner import build_tasks
 
     line = ProgressLine(f"  [{model['name']}] mteb " + ", ".join(tasks))
     if (Path(model["path"]) / "modules.json").is_file():

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from twinlm.errors import UserError
+from twinlm.evaluate.config import encoder_pooling
+from twinlm.evaluate.convergence import prior_entropy
 from twinlm.world.generator import NLI_LABELS
 
 REQUIRED = ("premise", "hypothesis", "label")
@@ -65,8 +67,6 @@ class ClassificationTask:
 
     def trivial_loss(self, batch_size: int) -> float:
         """Cross-entropy of always predicting the training labels' prior (convergence.py)."""
-        from twinlm.evaluate.convergence import prior_entropy
-
         return prior_entropy([r["label"] for r in self.train])
 
     def encode(self, tokenizer, rows: list[dict]) -> dict:
@@ -92,8 +92,6 @@ class ClassificationTask:
 
     def load(self, path: str, architecture: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from twinlm.evaluate.config import encoder_pooling
 
         tok = AutoTokenizer.from_pretrained(path)
         # ModernBERT's head pools "cls" or "mean"; "auto" is mean (sentence-transformers' default,

@@ -19,6 +19,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from twinlm.evaluate.models import prediction_offset as declared
 from twinlm.evaluate.scoring import ENCODER_SCORINGS, FUTURE_MASKS, encoder_loglik, encoder_pair, end_token_id
 
 
@@ -49,8 +50,6 @@ class EncoderLM(LM):
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or pretrained)
             if prediction_offset is None:
                 from pathlib import Path
-
-                from twinlm.evaluate.models import prediction_offset as declared
 
                 prediction_offset = declared(Path(pretrained)) if Path(pretrained).is_dir() else 0
         else:

@@ -7,8 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from twinlm.convert import CONVERSION_FILE, LLM2VEC_FILE
+from twinlm.data.corpus import world_of
 from twinlm.errors import UserError
 from twinlm.outputs import check_safetensors
+from twinlm.recipe import load_recipe
 
 TWINS = ("encoder", "decoder")
 
@@ -40,8 +43,6 @@ def prediction_offset(folder: Path) -> int:
     """The `prediction_offset` a `twinlm convert` folder declares in its conversion.json (-1 for
     an encoder trained with MNTP: the token at a masked position i is predicted by the logits at
     i - 1); 0 for any other model."""
-    from twinlm.convert.cross import CONVERSION_FILE
-
     path = folder / CONVERSION_FILE
     if not path.is_file():
         return 0
@@ -70,7 +71,7 @@ def embedding_only(folder: Path) -> str | None:
     except (OSError, json.JSONDecodeError):
         return None  # resolve() reports what is wrong with it
     try:
-        kind = json.loads((folder / "llm2vec.json").read_text()).get("kind")
+        kind = json.loads((folder / LLM2VEC_FILE).read_text()).get("kind")
     except (OSError, json.JSONDecodeError, AttributeError):
         kind = None
     archs = config.get("architectures") or []
@@ -165,13 +166,10 @@ def world_for(ref: ModelRef):
     """The built-in world a twinlm model was trained on (its twinlm.yaml, or for an LLM2Vec folder
     that of its source decoder, named in llm2vec.json), else the default one (the nano recipe's),
     for models trained elsewhere."""
-    from twinlm.data.corpus import world_of
-    from twinlm.recipe import load_recipe
-
     local = Path(ref.path) / "twinlm.yaml"
     if not local.is_file():  # an LLM2Vec folder: the world of the decoder it was made from
         try:
-            source = json.loads((Path(ref.path) / "llm2vec.json").read_text()).get("source")
+            source = json.loads((Path(ref.path) / LLM2VEC_FILE).read_text()).get("source")
             local = Path(source) / "twinlm.yaml" if isinstance(source, str) else local
         except (OSError, json.JSONDecodeError, AttributeError):
             pass

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.retrieval import read_beir
 
 # results.json names for mteb's scores.
 METRICS = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "recall@100": "recall_at_100", "map@100": "map_at_100"}
@@ -26,8 +27,6 @@ def local_task(folder: str | Path):
     """An mteb retrieval task over a BEIR folder (validated with twinlm's reader first)."""
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.task_metadata import TaskMetadata
-
-    from twinlm.evaluate.retrieval import read_beir
 
     folder = Path(folder)
     collection = read_beir(folder)  # one-line errors for a malformed folder

@@ -12,7 +12,9 @@ import json
 import math
 from pathlib import Path
 
+from twinlm.evaluate.convergence import RULE
 from twinlm.evaluate.runner import LOWER_IS_BETTER, NOT_COMPARABLE, benchmarks_of
+from twinlm.evaluate.suite.tables import markdown as suite_tables
 
 COLOURS = {"encoder": "#1f77b4", "decoder": "#d62728"}
 
@@ -327,8 +329,6 @@ def _describe(j: dict) -> dict:
 
 
 def _settings_lines(results: dict) -> list[str]:
-    from twinlm.evaluate.convergence import RULE
-
     cfg = results.get("settings", {})
     per_task = {**{t: f"{v} steps" for t, v in (cfg.get("task_steps") or {}).items()}}
     for t, v in (cfg.get("task_lrs") or {}).items():
@@ -390,7 +390,6 @@ def render_markdown(results: dict, images: dict[str, str]) -> str:
             winner += f" ({row['reason']})"
         lines.append(f"| {row['task']} | {metric} | " + " | ".join(cells) + f" | {winner} | {gap} |")
     if "suite" in results:  # `--suite`: the paper's tables and the suite's own settings
-        from twinlm.evaluate.suite.tables import markdown as suite_tables
 
         lines += ["", *suite_tables(results)]
     else:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from twinlm.errors import UserError
+from twinlm.evaluate.config import encoder_pooling
+from twinlm.evaluate.convergence import in_batch_trivial
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -94,8 +96,6 @@ def embedding_model(path: str, architecture: str, max_length: int, pooling: str 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from twinlm.evaluate.config import encoder_pooling
-
     if pooling == "auto" and architecture == "encoder" and (Path(path) / "modules.json").is_file():
         model = SentenceTransformer(path)  # a sentence-transformers folder keeps its own pooling
         model.max_seq_length = max_length
@@ -119,8 +119,6 @@ class RetrievalTask:
 
     def trivial_loss(self, batch_size: int) -> float:
         """The in-batch contrastive loss of an embedder that learned nothing: ln(batch) (convergence.py)."""
-        from twinlm.evaluate.convergence import in_batch_trivial
-
         return in_batch_trivial(batch_size)
 
     @torch.no_grad()

@@ -12,9 +12,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from twinlm.evaluate.config import FINETUNED, EvalConfig
+from twinlm.convert import CONVERSION_FILE, LLM2VEC_FILE
+from twinlm.evaluate.bias import BiasTask
+from twinlm.evaluate.choice import ChoiceTask, read_choice_file
+from twinlm.evaluate.classification import ClassificationTask, read_nli_file, split_rows
+from twinlm.evaluate.config import FINETUNED, EvalConfig, encoder_pooling
+from twinlm.evaluate.convergence import RULE, judge
+from twinlm.evaluate.intrinsic import IntrinsicTask
 from twinlm.evaluate.metrics import summarise
 from twinlm.evaluate.models import ModelRef, load_scoring_model, world_for
+from twinlm.evaluate.retrieval import RetrievalTask, read_beir
 
 # Metrics where a smaller number is better (everything else: larger is better).
 LOWER_IS_BETTER = {"perplexity", "loss", "masked_loss"}
@@ -24,11 +31,6 @@ NOT_COMPARABLE = {"intrinsic"}
 
 def build_tasks(cfg: EvalConfig, world) -> dict:
     """Task objects for the config, from the world unless a data file replaces its data."""
-    from twinlm.evaluate.bias import BiasTask
-    from twinlm.evaluate.choice import ChoiceTask, read_choice_file
-    from twinlm.evaluate.classification import ClassificationTask, read_nli_file, split_rows
-    from twinlm.evaluate.intrinsic import IntrinsicTask
-    from twinlm.evaluate.retrieval import RetrievalTask, read_beir
     from twinlm.world.generator import (
         bias_examples,
         multiple_choice,
@@ -73,9 +75,7 @@ def origin_of(path: str) -> str:
     """"cross" for a model made by `twinlm convert` from the other twin (conversion.json),
     "llm2vec" for a decoder made an embedding model (llm2vec.json), else "native": Ettin's finding
     that cross-objective models trail native ones needs them apart."""
-    from twinlm.convert.cross import CONVERSION_FILE
-
-    for name, origin in ((CONVERSION_FILE, "cross"), ("llm2vec.json", "llm2vec")):
+    for name, origin in ((CONVERSION_FILE, "cross"), (LLM2VEC_FILE, "llm2vec")):
         try:
             meta = json.loads((Path(path) / name).read_text())
         except (OSError, ValueError):
@@ -97,9 +97,6 @@ def evaluate_model(ref: ModelRef, cfg: EvalConfig, log=print, tasks: dict | None
     """Results of one model: {"name", "architecture", "path", "run", "origin", "tasks": {task: {...}}}.
     Fine-tuned tasks record `converged` (convergence.py) for every run and for the reported
     learning rate; zero-shot tasks record how many items they scored (`n`)."""
-    from twinlm.evaluate.config import encoder_pooling
-    from twinlm.evaluate.convergence import RULE, judge
-
     tasks = tasks if tasks is not None else build_tasks(cfg, world_for(ref))
     progress = progress or Progress(log)
     out = {**asdict(ref), "origin": origin_of(ref.path), "tasks": {}}

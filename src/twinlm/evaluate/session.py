@@ -7,9 +7,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from twinlm.convert import LLM2VEC_FILE
 from twinlm.errors import UserError
-from twinlm.evaluate.config import EvalConfig
-from twinlm.evaluate.models import ModelRef, resolve, unscorable_tasks
+from twinlm.evaluate.config import FINETUNED, EvalConfig
+from twinlm.evaluate.models import ModelRef, resolve, unscorable_tasks, world_for
+from twinlm.evaluate.runner import Progress, build_tasks, evaluate_model, format_table
 
 
 def load_results(path: Path) -> dict:
@@ -43,7 +45,7 @@ def has_recipe(ref: ModelRef) -> bool:
     if (path / "twinlm.yaml").is_file():
         return True
     try:
-        source = json.loads((path / "llm2vec.json").read_text()).get("source")
+        source = json.loads((path / LLM2VEC_FILE).read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(source, str) and (Path(source) / "twinlm.yaml").is_file()
@@ -89,8 +91,6 @@ def gather(inputs: list[str], cfg: EvalConfig, benchmarks: bool = False,
 
 def fine_tuning_plan(todo: list[tuple[ModelRef, list[str]]], cfg: EvalConfig) -> list[tuple[str, int]]:
     """Every run to come, as (task, units), for the progress line's ETA (runner.Progress)."""
-    from twinlm.evaluate.config import FINETUNED
-
     plan = []
     for _, tasks in todo:
         for task in tasks:
@@ -100,9 +100,6 @@ def fine_tuning_plan(todo: list[tuple[ModelRef, list[str]]], cfg: EvalConfig) ->
 
 
 def run_session(inputs: list[str], cfg: EvalConfig, log=print, benchmarks: bool = False) -> dict:
-    from twinlm.evaluate.models import world_for
-    from twinlm.evaluate.runner import Progress, build_tasks, evaluate_model, format_table
-
     done, todo, missing = gather(inputs, cfg, benchmarks, log=lambda _: None)  # notes were given by the first gather
     if not done and not todo:
         raise UserError("nothing to evaluate: no model or results.json found in " + ", ".join(inputs))

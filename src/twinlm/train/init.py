@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from twinlm.data.tokenizer import load_tokenizer
 from twinlm.errors import UserError
-from twinlm.models import layer_types, special_token_ids
+from twinlm.models import layer_types, shared_config_kwargs, special_token_ids
 from twinlm.recipe import SIZES, TWINS, Recipe
 
 MODEL_TYPES = {"encoder": "modernbert", "decoder": "modernbert-decoder"}
@@ -228,8 +228,6 @@ def resolve_init(recipe: Recipe, twins) -> tuple[Recipe, dict[str, InitSource]]:
 
 def _recipe_config(twin: str, recipe: Recipe, vocab_size: int, special: dict):
     from transformers import ModernBertConfig, ModernBertDecoderConfig
-
-    from twinlm.models import shared_config_kwargs
 
     kwargs = shared_config_kwargs(recipe.model, vocab_size, special, recipe.phases[0].rope_theta)
     return (ModernBertConfig if twin == "encoder" else ModernBertDecoderConfig)(**kwargs)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from twinlm.errors import UserError
-from twinlm.evaluate.suite import glue
-from twinlm.evaluate.suite.base import SuiteRun, SuiteSettings
+from twinlm.evaluate.convergence import judge
+from twinlm.evaluate.suite import glue, heads
+from twinlm.evaluate.suite.base import DataNeed, SuiteRun, SuiteSettings
 from twinlm.evaluate.suite.mirror import BUILDERS, count_rows, find, load_split
 
 ALIASES = {"text": ("text", "sentence", "sentence1", "premise", "question1"),
@@ -47,8 +48,6 @@ def _eval_split(source: str, settings: SuiteSettings) -> str:
 
 
 def needs(task: str, settings: SuiteSettings):
-    from twinlm.evaluate.suite.base import DataNeed
-
     source = sources(settings)[task]
     if Path(source).exists():
         return [DataNeed(source, None, "train+test", [Path(source)], count_rows([Path(source)]))]
@@ -105,9 +104,6 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     import numpy as np
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score
-
-    from twinlm.evaluate.convergence import judge
-    from twinlm.evaluate.suite import heads
 
     extra = dict(run.extra)
     train, test = load(extra["source"], settings)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.benchmarks import LmEvalPlan, run_lm_eval
 from twinlm.evaluate.suite.base import DataNeed, SuiteRun
 from twinlm.evaluate.suite.mirror import BUILDERS, split_files
 
@@ -156,8 +157,6 @@ def load_harness_task(task: str, data_dir: Path | None, folder: Path):
 
 def execute(run: SuiteRun, model, settings) -> dict:
     """{"score": the paper's metric x 100, "metric", every metric the harness reported, "n", ...}."""
-    from twinlm.evaluate.benchmarks import LmEvalPlan, run_lm_eval
-
     spec = _task(run.task)
     data_dir = getattr(settings, "data_dir", None)
     extra = dict(run.extra)

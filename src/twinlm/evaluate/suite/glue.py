@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.convergence import judge
 from twinlm.evaluate.suite import glue_tasks as G
+from twinlm.evaluate.suite import heads
 from twinlm.evaluate.suite.base import SuiteRun, SuiteSettings
 from twinlm.evaluate.suite.mirror import find, load_split
 from twinlm.outputs import publish, staging, write_json
@@ -55,9 +57,6 @@ def units(run: SuiteRun, settings: SuiteSettings) -> int:
 
 
 def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
-    from twinlm.evaluate.convergence import judge
-    from twinlm.evaluate.suite import heads
-
     t, extra = TASKS[run.task], dict(run.extra)
     train = load_split(G.HUB_ID, run.task, "train", settings.data_dir)
     evals = {s: load_split(G.HUB_ID, run.task, s, settings.data_dir) for s in t.eval_splits}

@@ -10,14 +10,15 @@ import tempfile
 
 import torch
 
+from twinlm.evaluate.config import encoder_pooling
+from twinlm.evaluate.convergence import prior_entropy
+
 
 def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None):
     """(model, tokenizer): a fresh head on the model at `path`, or on the body of `start` (a
     fine-tuned checkpoint of another task, e.g. MNLI: its head is replaced when the label count
     differs)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from twinlm.evaluate.config import encoder_pooling
 
     tok = AutoTokenizer.from_pretrained(path)
     kwargs = {}
@@ -43,8 +44,6 @@ def encode(tok, columns: tuple[str, ...], rows: dict, max_length: int) -> dict:
 def trivial_loss(labels: list, num_labels: int) -> float:
     """The loss of a predictor that learned nothing about the inputs: the class prior's entropy
     (cross-entropy), or the labels' variance (the mean squared error of predicting their mean)."""
-    from twinlm.evaluate.convergence import prior_entropy
-
     if num_labels > 1:
         return prior_entropy([int(v) for v in labels])
     mean = sum(labels) / len(labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.suite.base import DataNeed
 
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -55,8 +56,6 @@ def load_split(hub_id: str, config: str | None, split: str, data_dir: Path | Non
 def find(hub_id: str, config: str | None, split: str, data_dir: Path | None):
     """The split as a DataNeed: its mirror files and row count, or no files when it is missing
     from the mirror (or no mirror is used: read from the hub)."""
-    from twinlm.evaluate.suite.base import DataNeed
-
     try:
         files = split_files(hub_id, config, split, data_dir)
     except MissingData:

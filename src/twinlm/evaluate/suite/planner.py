@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twinlm.evaluate.models import resolve
 from twinlm.evaluate.suite.base import DataNeed, SuiteRun, SuiteSettings
 from twinlm.evaluate.suite.mirror import MissingData, looked_in
 from twinlm.evaluate.suite.registry import load_part, parse_spec
@@ -39,8 +40,6 @@ def missing_line(part: str, task: str, need: DataNeed, settings: SuiteSettings) 
 
 
 def make_plan(inputs: list[str], spec: str, settings: SuiteSettings) -> SuitePlan:
-    from twinlm.evaluate.models import resolve
-
     models, lacking = [], []
     for spec_in in inputs:
         refs, gone = resolve(spec_in)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from twinlm.evaluate.runner import origin_of
 from twinlm.evaluate.suite.base import SuiteSettings
 from twinlm.evaluate.suite.planner import SuitePlan
 from twinlm.evaluate.suite.registry import load_part, tasks_of
@@ -42,8 +43,6 @@ def default_select(records: list[dict]) -> dict:
 
 def summarise(plan: SuitePlan, records: dict[str, dict], settings: SuiteSettings) -> dict:
     """{"suite": {...}, "models": {name: {..., "suite": {part: {"tasks", "average"}}}}, "runs": [...]}."""
-    from twinlm.evaluate.runner import origin_of
-
     models = {}
     for ref in plan.models:
         parts = {}

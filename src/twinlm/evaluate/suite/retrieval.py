@@ -24,8 +24,10 @@ import tempfile
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.mteb_local import evaluate, load_tasks
+from twinlm.evaluate.retrieval import embedding_model, read_beir
 from twinlm.evaluate.suite.base import DataNeed, SuiteRun
-from twinlm.evaluate.suite.mirror import MissingData, load_split, split_files
+from twinlm.evaluate.suite.mirror import BUILDERS, MissingData, load_split, split_files
 
 PART = "retrieval"
 MSMARCO = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", "train")
@@ -137,12 +139,8 @@ def training_rows(settings):
 
     kind, where = _train_source(settings)
     if kind == "beir":
-        from twinlm.evaluate.retrieval import read_beir
-
         data = datasets.Dataset.from_list(read_beir(where)["train_pairs"])
     elif kind == "file":
-        from twinlm.evaluate.suite.mirror import BUILDERS
-
         if where.suffix not in BUILDERS:
             raise UserError(f"retrieval_train {where}: read as .parquet, .jsonl, .json or .csv")
         data = datasets.load_dataset(BUILDERS[where.suffix], data_files=[str(where)], split="train")
@@ -161,8 +159,6 @@ def finetune(path: str, twin: str, rows, lr: float, seed: int, settings):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
     from transformers import PrinterCallback, set_seed
-
-    from twinlm.evaluate.retrieval import embedding_model
 
     set_seed(seed)
     from transformers import AutoConfig
@@ -187,8 +183,6 @@ def finetune(path: str, twin: str, rows, lr: float, seed: int, settings):
 
 
 def load_eval_tasks(settings) -> dict:
-    from twinlm.evaluate.mteb_local import load_tasks
-
     data_dir = getattr(settings, "data_dir", None)
     specs = []
     for name in mteb_task_names(settings):
@@ -199,8 +193,6 @@ def load_eval_tasks(settings) -> dict:
 
 def execute(run: SuiteRun, model, settings) -> dict:
     """{"score": mean nDCG@10 x 100 over the tasks, "tasks": mteb's scores per task, losses, ...}."""
-    from twinlm.evaluate.mteb_local import evaluate
-
     tasks = load_eval_tasks(settings)  # every task's data read before the long training
     rows = training_rows(settings)
     embedder, losses = finetune(str(_field(model, "path")), run.twin, rows, run.lr, run.seed, settings)

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from twinlm.errors import UserError
+from twinlm.evaluate.runner import format_seconds
 from twinlm.evaluate.suite.base import SuiteSettings
 from twinlm.evaluate.suite.planner import SuitePlan, units_of
 from twinlm.evaluate.suite.registry import load_part
@@ -64,8 +65,6 @@ class SuiteProgress:
         self.log(f"  {message}  [{seconds:.0f} s; run {self.count}/{self.total}{self.eta()}]")
 
     def eta(self) -> str:
-        from twinlm.evaluate.runner import format_seconds
-
         if not self.left:
             return ", done"
         total, guessed = 0.0, False
