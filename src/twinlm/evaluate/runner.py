@@ -22,6 +22,13 @@ from twinlm.evaluate.intrinsic import IntrinsicTask
 from twinlm.evaluate.metrics import summarise
 from twinlm.evaluate.models import ModelRef, load_scoring_model, world_for
 from twinlm.evaluate.retrieval import RetrievalTask, read_beir
+from twinlm.world.generator import (
+    bias_examples,
+    multiple_choice,
+    nli_examples,
+    retrieval_pairs,
+    retrieval_task,
+)
 
 # Metrics where a smaller number is better (everything else: larger is better).
 LOWER_IS_BETTER = {"perplexity", "loss", "masked_loss"}
@@ -31,14 +38,6 @@ NOT_COMPARABLE = {"intrinsic"}
 
 def build_tasks(cfg: EvalConfig, world) -> dict:
     """Task objects for the config, from the world unless a data file replaces its data."""
-    from twinlm.world.generator import (
-        bias_examples,
-        multiple_choice,
-        nli_examples,
-        retrieval_pairs,
-        retrieval_task,
-    )
-
     train_people, heldout_people = world.split()
     tasks = {}
     for name in cfg.tasks:
