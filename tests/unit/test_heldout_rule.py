@@ -40,9 +40,10 @@ def test_a_small_corpus_keeps_almost_everything_for_training():
 
 def test_the_held_out_documents_are_the_lowest_hashes_under_the_caps():
     hashes = {k: heldout_hash(42, "corpus.jsonl", k) for k in range(20_000)}
-    _, held, _ = _split(10_000, size=1, heldout_share=0.01, heldout_max_documents=50)
+    _, held, train = _split(10_000, size=1, heldout_share=0.01, heldout_max_documents=50)
     candidates = sorted((k for k, h in hashes.items() if k < 10_000 and h < 0.01), key=hashes.get)
     assert len(candidates) > 80 and held == sorted(candidates[:50])  # capped at 50, in source order
+    assert train[-(len(candidates) - 50):] == sorted(candidates[50:])  # the rest train last, in source order
     _, held, train = _split(20_000, size=1000, heldout_max_tokens=50_000)
     assert len(held) == 50
     returned = [k for k in range(20_000) if hashes[k] < 0.005 and k not in held]
@@ -111,13 +112,13 @@ def _docs(path: Path) -> list[list[int]]:
 def test_prepare_and_a_pretraining_cache_hold_out_the_same_documents(tmp_path, tok_path, docs, share):
     corpus = _corpus(tmp_path / "corpus", docs)
     tok = load_tokenizer(str(tok_path))
-    settings = PrepareSettings(heldout_share=share, heldout_max_documents=15, unit_bytes=4000)
+    settings = PrepareSettings(heldout_share=share, heldout_max_documents=5, unit_bytes=4000)
     prepare(str(corpus), tok, tmp_path / "P", settings, workers=1, progress=False)
     recipe = load_recipe("micro", [f"data.source={corpus}", f"tokenizer.name_or_path={tok_path}",
-                                   f"data.heldout_share={share}", "data.heldout_max_documents=15"])
+                                   f"data.heldout_share={share}", "data.heldout_max_documents=5"])
     train, heldout = prepare_stores(recipe, tok, tmp_path / "cache", str(corpus))
     held = _docs(heldout.path)
-    assert held == _docs(tmp_path / "P" / "heldout") and 1 <= len(held) <= 15
+    assert held == _docs(tmp_path / "P" / "heldout") and 1 <= len(held) <= 5  # 160: candidates past the cap
     assert _docs(train.path) == _docs(tmp_path / "P" / "train")  # the same training stream, in the same order
 
 

@@ -37,7 +37,7 @@ from twinlm.data.sources.ids import check_framing, probe_source, token_documents
 from twinlm.data.sources.pieces import iter_documents
 from twinlm.data.sources.resolve import source_fingerprint
 from twinlm.data.sources.text import iter_texts
-from twinlm.data.store import TokenStore, id_dtype, is_store, write_documents
+from twinlm.data.store import DocumentSpill, TokenStore, id_dtype, is_store, write_documents
 from twinlm.data.tokenizer import (
     document_ids,
     for_twin,
@@ -78,11 +78,12 @@ def split_texts(recipe: Recipe, source: str | None) -> tuple[Iterator[str], list
     return split.training(docs, hold_back=True), split.heldout
 
 
-def heldout_split(recipe: Recipe, size) -> StreamSplit:
-    """The held-out rule with the recipe's settings; `size(document)` counts its tokens."""
+def heldout_split(recipe: Recipe, size, spill=None) -> StreamSplit:
+    """The held-out rule with the recipe's settings; `size(document)` counts its tokens; `spill`
+    keeps the candidates past the caps (see `StreamSplit`)."""
     data = recipe.data
     return StreamSplit(data.heldout_share, data.heldout_max_documents, data.heldout_max_tokens, recipe.training.seed,
-                       size)
+                       size, spill)
 
 
 def source_key(recipe: Recipe, source: str | None) -> str:
@@ -233,13 +234,16 @@ def prepare_stores(recipe: Recipe, tokenizer, cache_dir: Path, source: str | Non
         docs = _with_bar(docs, "copying token ids", min(total, data.max_documents or total) if total else None)
     else:
         docs = _tokenized(_documents(recipe, source), tokenizer, progress=True)
-    split = heldout_split(recipe, lambda ids: int(ids.size))
+    spill = DocumentSpill(folder / "returned.partial", dtype)  # candidates past the caps, on disk
+    split = heldout_split(recipe, lambda ids: int(ids.size), spill)
     extra = {"fingerprint": key, "source": str(source), "ordered": probe.ordered}
     tmp_train = folder / "train.partial"
     try:
         write_documents(split.training(docs), tmp_train, dtype, **extra)
     except ValueError as e:  # an id that does not fit the store's dtype
         raise UserError(f"data source {source!r}: {e}; the ids need a wider vocabulary than {name}'s") from None
+    finally:
+        spill.remove()
     if split.documents - len(split.heldout) < 1:
         raise UserError(f"data source {source!r} has only {split.documents} document(s), all needed for held-out "
                         "evaluation; add data")

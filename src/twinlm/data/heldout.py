@@ -15,6 +15,7 @@ its lowest-hash document.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,23 +65,26 @@ class StreamSplit:
     """The rule over a stream of `(name, position, item)` documents, for one process.
 
     `training(docs)` yields the training items: the non-candidates as they come, then the
-    candidates that train after all. Once it is exhausted, `heldout` holds the held-out items in
-    source order; `lowest` is the training index of the document the rule takes out of training
-    (None when none), unless `hold_back` asked to keep that document back while streaming (it is
-    then yielded last when it trains after all). Candidates stay in memory: this path is for
-    corpora one process tokenizes (large ones go through `twinlm prepare`, which keeps them on disk)."""
+    candidates that train after all, in source order. Once it is exhausted, `heldout` holds the
+    held-out items in source order; `lowest` is the training index of the document the rule takes
+    out of training (None when none), unless `hold_back` asked to keep that document back while
+    streaming (it is then yielded last when it trains after all).
+
+    Memory stays bounded by the caps: only the `max_documents` lowest-hash candidates so far are
+    kept; a candidate pushed out of them can only train, and goes to `spill` (`add(item)`, then
+    `spill[k]`, the k-th added; a list by default, a store on disk for token ids)."""
 
     def __init__(self, share: float, max_documents: int, max_tokens: int | None, seed: int,
-                 size: Callable[[Any], int]):
+                 size: Callable[[Any], int], spill=None):
         self.share, self.max_documents, self.max_tokens, self.seed = share, max_documents, max_tokens, seed
-        self.size = size
+        self.size, self.spill = size, spill if spill is not None else ListSpill()
         self.heldout: list = []
         self.lowest: int | None = None
         self.documents = self.tokens = self.heldout_tokens = 0
 
     def training(self, docs: Iterable[tuple[str, int, Any]], hold_back: bool = False) -> Iterator[Any]:
-        candidates: list[tuple[float, int, int]] = []
-        items: dict[int, Any] = {}
+        kept: list[tuple[float, int, int, Any]] = []  # max-heap of (-hash, -ordinal, tokens, item)
+        spilled: list[tuple[int, int]] = []  # (ordinal, index in `spill`) of the candidates pushed out
         best: tuple[float, int, Any] | None = None  # (hash, training index, item) of the lowest training doc
         trained = 0
         for name, position, item in docs:
@@ -89,8 +93,11 @@ class StreamSplit:
             self.documents += 1
             self.tokens += n
             if h < self.share:
-                candidates.append((h, ordinal, n))
-                items[ordinal] = item
+                heapq.heappush(kept, (-h, -ordinal, n, item))
+                if len(kept) > self.max_documents:  # past the cap whatever comes later: it trains
+                    _, out, _, out_item = heapq.heappop(kept)
+                    spilled.append((-out, len(spilled)))
+                    self.spill.add(out_item)
                 continue
             if best is None or h < best[0]:
                 if hold_back and best is not None:
@@ -101,9 +108,15 @@ class StreamSplit:
                     continue
             yield item
             trained += 1
-        pick = pick_heldout(candidates, self.documents, self.share, self.max_documents, self.max_tokens)
-        for _, ordinal, _ in sorted(pick.returned, key=lambda c: c[1]):
-            yield items[ordinal]
+        # Spilled candidates count as training documents here: they all train.
+        items = {-o: item for _, o, _, item in kept}
+        pick = pick_heldout([(-h, -o, n) for h, o, n, _ in kept], self.documents, self.share, self.max_documents,
+                            self.max_tokens)
+        # Candidates that train after all, in source order: pushed-out ones (in the order they were
+        # pushed out, not the source's) merged with the kept ones past the caps.
+        back = sorted([(o, k, True) for o, k in spilled] + [(o, o, False) for _, o, _ in pick.returned])
+        for _, k, from_spill in back:
+            yield self.spill[k] if from_spill else items[k]
         self.heldout[:] = [items[ordinal] for _, ordinal, _ in sorted(pick.held, key=lambda c: c[1])]
         self.heldout_tokens = sum(tokens for _, _, tokens in pick.held)
         if pick.lowest_training and best is not None:
@@ -127,3 +140,10 @@ class StreamSplit:
                           UserWarning, stacklevel=2)
             line += f" (warning: {share:.0f}% of the documents held out)"
         return line
+
+
+class ListSpill(list):
+    """Pushed-out candidates in memory (texts for a tokenizer)."""
+
+    def add(self, item: Any) -> None:
+        self.append(item)

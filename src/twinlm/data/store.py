@@ -129,6 +129,38 @@ class RollingShards:
         return self.entries
 
 
+class DocumentSpill:
+    """Documents appended to a one-shard store in `folder`, then read back by number: what a
+    one-process held-out split (`twinlm.data.heldout.StreamSplit`) cannot keep in memory."""
+
+    def __init__(self, folder: str | Path, dtype: np.dtype):
+        import shutil
+
+        self.folder, self.dtype = Path(folder), np.dtype(dtype)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._writer = ShardWriter(self.folder, 0, self.dtype)
+        self._store: TokenStore | None = None
+        self._offsets: np.ndarray | None = None
+
+    def add(self, ids) -> None:
+        self._writer.add(ids)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if self._store is None:  # the first read: everything was added
+            write_index(self.folder, self.dtype, [self._writer.close()])
+            self._store = TokenStore.open(self.folder)
+            self._offsets = self._store.document_offsets(0)
+        return self._store.read(int(self._offsets[k]), int(self._offsets[k + 1]))
+
+    def remove(self) -> None:
+        import shutil
+
+        if self._store is None:
+            self._writer.close()
+        self._store = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def write_documents(documents, folder: str | Path, dtype: np.dtype, shard_tokens: int = 1 << 28,
                     check=None, **extra) -> Path:
     """Write an iterable of id arrays as a complete store in `folder` (through a staging folder and
