@@ -3,23 +3,13 @@
 The batch split is the one `twinlm pretrain` uses (`twinlm.train.batching.split_batch`), so a
 plan that validates for N GPUs is a run that starts on N GPUs.
 
-Activation memory per GPU (bytes) follows the standard estimate of Korthikanti et al. 2022,
-"Reducing Activation Recomputation in Large Transformer Models" (arXiv 2205.05198, §4.1), for one
-transformer layer without tensor/sequence parallelism, rewritten for this architecture
-(s = sequence length, b = micro-batch, h = hidden, i = GLU half of the MLP, 2-byte activations):
-  attention  11 s b h  (LayerNorm output 2sbh, q/k/v 6sbh, attention output 2sbh, dropout mask sbh);
-             flash / memory-efficient attention stores no s x s scores, so Korthikanti's 5 a s^2 b term is gone
-  MLP        2 s b h + 6 s b i  (Wi input 2sbh, GeGLU input (both halves) 4sbi, Wo input 2sbi)
-  LayerNorms 4 s b h  (inputs of the two norms)
-  -> per layer 17 s b h + 6 s b i; x layers; + embeddings / final norm 4 s b h.
-With activation checkpointing (full recompute per layer) a layer keeps only its input, 2 s b h,
-and the layer being recomputed needs its full 17 s b h + 6 s b i once.
-The LM head: dense + norm of the prediction head 6 s' b h, and the logits s' b V at 10 bytes each
-(bf16 logits 2, their fp32 upcast for the loss 4, fp32 log-softmax kept for backward 4), where s'
-is s for the decoder and mask_ratio x s for an encoder with the sparse MLM head (fp32 training:
-8 bytes, no upcast copy, and the 2-byte terms double). Model and optimizer states (fp32 weights, gradients and two Adam
-moments: 16 bytes per parameter, replicated under DDP) come on top and are printed separately.
-These are estimates: allocator fragmentation and temporary buffers add to them.
+Memory per GPU (model and optimizer states plus one micro-batch's activations, the attention
+implementation's masks and attention weights included) is estimated by `twinlm.train.memory`,
+whose docstring gives the formulas; `micro_batch: auto` picks the largest micro-batch that fits
+the GPU's memory (--gpu-memory-gb, or training.memory_gb), as the run itself will.
+
+The plan also states the resume rule (the process counts a run can continue on) and what the
+data path must deliver per GPU against what it was measured to deliver.
 """
 
 from __future__ import annotations
@@ -27,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twinlm.data.sampling import apportion
-from twinlm.models import estimate_parameters, padded_vocab, training_flops_per_token
+from twinlm.errors import UserError
+from twinlm.models import estimate_parameters, training_flops_per_token
 from twinlm.recipe import TWINS, Recipe
 from twinlm.train.batching import check_batch_warmup, split_batch
+from twinlm.train.memory import Budget, activation_bytes, state_bytes, vocab_size_of
 from twinlm.train.schedules import batch_schedule, phase_steps
 
 
@@ -49,46 +41,26 @@ class PhasePlan:
     activation_bytes: float = 0.0  # per GPU, without activation checkpointing
     activation_bytes_checkpointed: float = 0.0  # per GPU, with it
     warmup_steps: int = 0  # steps of batch-size warmup
+    memory_bytes: float = 0.0  # per GPU: states + activations, as the run is set (checkpointing or not)
+    tokens_per_s_needed: float = 0.0  # tokens/s one GPU trains at the assumed MFU
 
 
-def vocab_size_of(recipe: Recipe) -> int:
-    """The recipe's vocabulary without loading anything: an init checkpoint's (from its local
-    config.json), else Ettin's 50,368 for a reused tokenizer or an init checkpoint on the hub (the
-    common case; the real size is used at training time), else the trained size."""
-    import json
-    from pathlib import Path
-
-    init = recipe.init
-    for spec in (init.encoder, init.decoder, init.run and str(Path(init.run) / "encoder")):
-        try:
-            return int(json.loads((Path(spec) / "config.json").read_text())["vocab_size"])
-        except (TypeError, OSError, ValueError, KeyError):
-            continue
-    if recipe.tokenizer.name_or_path or init.given():
-        return 50_368
-
-    return padded_vocab(recipe.tokenizer.vocab_size)
+def plan_budget(recipe: Recipe, gpu_memory_gb: float = 80.0) -> Budget:
+    """The memory of one GPU of the planned cluster: training.memory_gb, else --gpu-memory-gb."""
+    if recipe.training.memory_gb:
+        return Budget(recipe.training.memory_gb * 1e9, f"training.memory_gb={recipe.training.memory_gb:g}", True)
+    return Budget(gpu_memory_gb * 1e9, f"--gpu-memory-gb {gpu_memory_gb:g}", True)
 
 
-def activation_bytes(recipe: Recipe, twin: str, seq_len: int, micro_batch: int, mask_ratio: float,
-                     vocab: int, checkpointing: bool) -> float:
-    """Estimated activation memory of one micro-batch on one GPU (see the module docstring)."""
-    shape = recipe.model
-    s, b, h, i, n = seq_len, micro_batch, shape.hidden, shape.intermediate, shape.layers
-    scale = 1.0 if recipe.training.precision == "bf16" else 2.0  # the 2-byte terms in fp32
-    layer = (17 * s * b * h + 6 * s * b * i) * scale
-    body = (2 * s * b * h * scale * n + layer) if checkpointing else layer * n
-    head_positions = s * b * (mask_ratio if (twin == "encoder" and recipe.training.sparse_mlm_head) else 1.0)
-    logit_bytes = 10 if recipe.training.precision == "bf16" else 8  # fp32: logits 4 + log-softmax 4
-    head = 6 * head_positions * h * scale + head_positions * vocab * logit_bytes
-    return body + 4 * s * b * h * scale + head
-
-
-def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 0.4) -> list[PhasePlan]:
-    """One row per (twin, phase); raises UserError when a phase's batch does not split over `gpus`."""
-    splits = {p.name: split_batch(recipe, p, gpus) for p in recipe.phases}
+def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 0.4,
+         gpu_memory_gb: float = 80.0) -> list[PhasePlan]:
+    """One row per (twin, phase); raises UserError when a phase's batch does not split over `gpus`
+    or does not fit a GPU's memory."""
+    budget = plan_budget(recipe, gpu_memory_gb)
+    splits = {p.name: split_batch(recipe, p, gpus, budget) for p in recipe.phases}
     check_batch_warmup(recipe, gpus)
     vocab = vocab_size_of(recipe)
+    ckpt_on = recipe.training.activation_checkpointing
     rows = []
     for twin in TWINS:
         params = estimate_parameters(recipe.model, vocab, twin)
@@ -97,39 +69,81 @@ def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 
             split = splits[phase.name]
             tokens = schedule.tokens_through(schedule.steps)
             head = phase.mask_ratio if (twin == "encoder" and recipe.training.sparse_mlm_head) else 1.0
-            flops = tokens * training_flops_per_token(recipe.model, vocab, phase.seq_len, head)
+            per_token = training_flops_per_token(recipe.model, vocab, phase.seq_len, head)
+            flops = tokens * per_token
             hours = flops / (gpus * gpu_tflops * 1e12 * mfu) / 3600
             mem = [activation_bytes(recipe, twin, phase.seq_len, split.micro_batch, phase.mask_ratio, vocab, ckpt)
                    for ckpt in (False, True)]
             rows.append(PhasePlan(twin, phase.name, tokens, phase.seq_len, split.global_batch, schedule.steps,
                                   params, flops, hours, split.micro_batch, split.accumulation, mem[0], mem[1],
-                                  len(schedule.ramp)))
+                                  len(schedule.ramp), state_bytes(recipe, params) + mem[ckpt_on],
+                                  gpu_tflops * 1e12 * mfu / per_token))
     return rows
 
 
-def format_plan(recipe: Recipe, rows: list[PhasePlan], gpus: int, gpu_tflops: float, mfu: float) -> str:
+def resume_counts(recipe: Recipe, limit: int = 4096) -> list[int]:
+    """The process counts (up to `limit`) a run of `recipe` can start or resume on: those that
+    divide every phase's global batch (and batch_warmup_min) under its micro-batch rule."""
+    counts = []
+    for n in range(1, min(limit, min(recipe.batch_of(p) for p in recipe.phases)) + 1):
+        try:
+            for phase in recipe.phases:
+                split_batch(recipe, phase, n)
+            check_batch_warmup(recipe, n)
+        except UserError:
+            continue
+        counts.append(n)
+    return counts
+
+
+def resume_line(recipe: Recipe) -> str:
+    counts = resume_counts(recipe)
+    shown = ", ".join(map(str, counts)) if len(counts) <= 24 else ", ".join(map(str, counts[:22])) + ", ..."
+    return (f"resume: on {shown} processes ({len(counts)} counts: those dividing every phase's global batch"
+            f"{' and batch_warmup_min' if recipe.training.batch_warmup_tokens else ''} under its micro-batch rule; "
+            "the sample order depends on the recipe alone)")
+
+
+def data_path_line(rows: list[PhasePlan], measured: float | None) -> str:
+    """What one GPU eats at the assumed MFU (the fastest row) against what one loader worker was
+    measured to deliver (benchmarks/data_throughput.py), or 'unmeasured'."""
+    fastest = max(rows, key=lambda r: r.tokens_per_s_needed)
+    need = (f"data path: a GPU consumes up to {fastest.tokens_per_s_needed:,.0f} tokens/s "
+            f"({fastest.twin} {fastest.phase}, at the assumed MFU)")
+    if measured is None:
+        return (need + "; delivered per loader worker: unmeasured (run benchmarks/data_throughput.py and pass its "
+                "tokens_per_s as --data-tokens-per-s)")
+    return (need + f"; delivered per loader worker {measured:,.0f} (--data-tokens-per-s): margin "
+            f"{measured / fastest.tokens_per_s_needed:.2f}x per worker")
+
+
+def format_plan(recipe: Recipe, rows: list[PhasePlan], gpus: int, gpu_tflops: float, mfu: float,
+                gpu_memory_gb: float = 80.0, data_tokens_per_s: float | None = None) -> str:
     t = recipe.training
     head = (f"recipe {recipe.name}: size {recipe.model.size}, {len(recipe.phases)} phases; "
             f"hardware {gpus} x {gpu_tflops:g} TFLOP/s at MFU {mfu:g}; {t.precision}, activation checkpointing "
-            f"{'on' if t.activation_checkpointing else 'off'}")
+            f"{'on' if t.activation_checkpointing else 'off'}, {t.attn_implementation}; memory per GPU "
+            f"{plan_budget(recipe, gpu_memory_gb).bytes / 1e9:g} GB")
     lines = [head, f"{'twin':8s} {'phase':10s} {'tokens':>9s} {'seq':>5s} {'batch':>5s} {'micro':>5s} {'accum':>5s} "
-                   f"{'act/GPU':>9s} {'ckpt act':>9s} {'steps':>9s} {'params':>8s} {'FLOPs':>9s} {'wall time':>10s}"]
+                   f"{'act/GPU':>9s} {'ckpt act':>9s} {'mem/GPU':>9s} {'steps':>9s} {'params':>8s} {'FLOPs':>9s} {'wall time':>10s}"]
     for r in rows:
         lines.append(f"{r.twin:8s} {r.phase:10s} {_si(r.tokens):>9s} {r.seq_len:>5d} {r.global_batch:>5d} "
                      f"{r.micro_batch:>5d} {r.accumulation:>5d} {_gib(r.activation_bytes):>9s} "
-                     f"{_gib(r.activation_bytes_checkpointed):>9s} {r.steps:>9,d} {_si(r.parameters):>8s} "
+                     f"{_gib(r.activation_bytes_checkpointed):>9s} {_gib(r.memory_bytes):>9s} {r.steps:>9,d} {_si(r.parameters):>8s} "
                      f"{r.flops:>9.2e} {_duration(r.hours):>10s}")
     if t.batch_warmup_tokens:
         first = next(r for r in rows if r.phase == recipe.phases[0].name)
         lines.append(f"batch-size warmup: {t.batch_warmup_min} -> {first.global_batch} sequences over "
                      f"{_si(t.batch_warmup_tokens)} tokens ({first.warmup_steps:,} steps) in phase {first.phase}")
-    states = max(r.parameters for r in rows) * 16
-    lines.append(f"act/GPU: activation memory per GPU of one micro-batch (ckpt act: with "
-                 f"training.activation_checkpointing); plus {_gib(states)} of weights, gradients and Adam "
-                 f"states per GPU (fp32, DDP)")
+    states = max(state_bytes(recipe, r.parameters) for r in rows)
+    lines.append(f"act/GPU: activation memory per GPU of one micro-batch, {t.attn_implementation}'s masks and "
+                 f"attention weights included (ckpt act: with training.activation_checkpointing); mem/GPU: those "
+                 f"of the run's setting plus {_gib(states)} of weights, gradients and Adam states (fp32, DDP)")
     total = sum(r.hours for r in rows)
     lines.append(f"total: {sum(r.flops for r in rows):.2e} FLOPs, {_duration(total)} "
                  f"({total * gpus:,.1f} GPU-hours) for both twins")
+    lines.append(resume_line(recipe))
+    lines.append(data_path_line(rows, data_tokens_per_s))
     lines += data_plan_lines(recipe)
     return "\n".join(lines)
 

@@ -52,7 +52,7 @@ def test_batch_warmup_min_must_split_over_the_gpus():
 
 
 def test_activation_memory_estimate_scales_as_documented():
-    recipe = load_recipe("ettin-1b")
+    recipe = load_recipe("ettin-1b", ["training.loss_chunk=0"])  # the stock loss: logits for every position
     one = activation_bytes(recipe, "decoder", 8192, 1, 0.3, 50_368, checkpointing=False)
     assert activation_bytes(recipe, "decoder", 8192, 4, 0.3, 50_368, False) == pytest.approx(4 * one)
     enc = activation_bytes(recipe, "encoder", 8192, 1, 0.3, 50_368, False)
@@ -60,6 +60,25 @@ def test_activation_memory_estimate_scales_as_documented():
     assert one - enc == pytest.approx(0.7 * 8192 * (50_368 * 10 + 6 * 1792), rel=1e-6)
     ckpt = activation_bytes(recipe, "decoder", 8192, 1, 0.3, 50_368, checkpointing=True)
     assert ckpt < one / 2
+    # The chunked loss keeps one chunk's logits: 4 sequences of 8,192 cost the logits of 16,384 positions.
+    chunked = load_recipe("ettin-1b")  # loss_chunk 16,384
+    four = activation_bytes(chunked, "decoder", 8192, 4, 0.3, 50_368, False)
+    assert 4 * one - four == pytest.approx((4 * 8192 - 16_384) * 50_368 * 10, rel=1e-6)
+
+
+def test_plan_states_the_resume_rule_and_the_data_path_margin(capsys):
+    assert main(["plan", "ettin-1b", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    # global batches 4,608 / 512 / 512 and batch_warmup_min 256: the powers of two up to 256
+    assert "resume: on 1, 2, 4, 8, 16, 32, 64, 128, 256 processes (9 counts" in out
+    assert "data path: a GPU consumes up to" in out and "unmeasured" in out
+    assert main(["plan", "micro", "--set", "phases.decay.global_batch=12", "--set", "training.micro_batch=auto",
+                 "--data-tokens-per-s", "3000000"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: on 1, 2, 4 processes" in out  # divisors of both 8 and 12
+    line = next(x for x in out.splitlines() if x.startswith("data path"))
+    need = float(line.split("consumes up to ")[1].split()[0].replace(",", ""))
+    assert f"margin {3_000_000 / need:.2f}x per worker" in line
 
 
 def test_run_refuses_an_uneven_split_before_any_work(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import torch
 
 from twinlm.errors import UserError
 from twinlm.recipe import Phase, Recipe
+from twinlm.train.memory import Budget, fits, refuse
 from twinlm.train.schedules import BatchSchedule
 
 
@@ -31,9 +32,11 @@ class Split:
         return self.global_batch // self.processes
 
 
-def split_batch(recipe: Recipe, phase: Phase, processes: int) -> Split:
+def split_batch(recipe: Recipe, phase: Phase, processes: int, budget: Budget | None = None) -> Split:
     """The micro-batch and gradient accumulation of `phase` on `processes` processes, or a
-    UserError naming the nearest valid global batches, micro-batches and process counts."""
+    UserError naming the nearest valid global batches, micro-batches and process counts. With a
+    memory `budget`, `auto` takes the largest micro-batch whose estimate fits it, and a phase that
+    does not fit (at micro-batch 1 under auto, at its micro-batch otherwise) is refused."""
     batch, micro = recipe.batch_of(phase), recipe.micro_batch_of(phase)
     where = f"phase {phase.name}: global batch {batch}"
     if micro == "auto":
@@ -45,7 +48,10 @@ def split_batch(recipe: Recipe, phase: Phase, processes: int) -> Split:
             )
         per = batch // processes
         cap = max(1, recipe.training.micro_batch_tokens // phase.seq_len)
-        micro = max(d for d in range(1, min(per, cap) + 1) if per % d == 0)
+        sizes = [d for d in range(min(per, cap), 0, -1) if per % d == 0]
+        micro = next((d for d in sizes if budget is None or fits(recipe, phase, d, budget)), None)
+        if micro is None:
+            raise refuse(recipe, phase, 1, budget)
         return Split(batch, processes, micro, per // micro)
     if batch % (micro * processes):
         per = batch / processes
@@ -57,6 +63,8 @@ def split_batch(recipe: Recipe, phase: Phase, processes: int) -> Split:
             + (f"micro_batch {micros}, " if micros else "")
             + f"{_counts_near(batch // micro, processes)} processes, or micro_batch: auto"
         )
+    if budget is not None and not fits(recipe, phase, micro, budget):
+        raise refuse(recipe, phase, micro, budget)
     return Split(batch, processes, micro, batch // (micro * processes))
 
 

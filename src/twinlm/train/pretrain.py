@@ -54,6 +54,7 @@ from twinlm.train.checkpoints import (
 from twinlm.train.heldout import heldout_loss, unigram_baseline
 from twinlm.train.init import load_init_model, resolve_init
 from twinlm.train.loss import attach_chunked_loss
+from twinlm.train.memory import device_budget
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
 from twinlm.train.preflight import check_attention
@@ -258,8 +259,9 @@ def pretrain(
     # Init checkpoints (continued pretraining) are checked against the recipe before any work.
     check_attention(recipe)
     recipe, init_sources = resolve_init(recipe, twins)
-    for phase in recipe.phases:  # the cluster-size arithmetic, before any work
-        split_batch(recipe, phase, state.num_processes)
+    budget = device_budget(recipe)
+    for phase in recipe.phases:  # the cluster-size arithmetic and memory fit, before any work
+        split_batch(recipe, phase, state.num_processes, budget)
     check_batch_warmup(recipe, state.num_processes)
     # A missing, empty, column-less or (multi-process) unprepared source fails on every rank
     # before the output folder is touched.
@@ -351,7 +353,7 @@ def build_phase_trainer(recipe: Recipe, work: Path, twin: str, model, tokenizer,
     t = recipe.training
     state = process_state()
     schedule = batch_schedule(recipe, phase)
-    split = split_batch(recipe, phase, state.num_processes)
+    split = split_batch(recipe, phase, state.num_processes, device_budget(recipe))
     steps = min(steps, schedule.steps)
     # One call builds the phase's sample order; item i of it is sample i of the phase.
     dataset = phase_dataset(train_store, phase.seq_len, num_samples=schedule.samples_through(steps), seed=t.seed)
