@@ -15,10 +15,9 @@ a fresh folder (runs/demo, runs/demo-2, ...) unless --out is given."""
 
 
 # The demo's fine-tuning budget per task, sized so that both nano twins' runs converge (the report
-# declares no winner from a run that did not; measurements in the README): on the 2,000-person
-# world at 40 steps the encoder's retrieval loss stayed near ln(32) and the decoder's
-# classification at ln(3); the decoder's classification still stalled on some seeds at 120 steps.
-# Two seeds keep the demo short.
+# declares no winner from a run that did not): with much smaller budgets the encoder's retrieval
+# loss stayed near ln(batch) and the decoder's classification near ln(3) on some seeds
+# (docs/results.md). Two seeds keep the demo short.
 DEMO_SEEDS = 2
 DEMO_STEPS = 240
 DEMO_TASK_STEPS = "retrieval=150"
@@ -72,8 +71,8 @@ def run(args) -> int:
               f"({cfg.seeds} seeds, {cfg.steps} fine-tuning steps"
               + "".join(f", {t} {n}" for t, n in cfg.task_steps.items()) + f", lr grid {cfg.lrs})", flush=True)
         compare([str(out)], cfg, out / "compare", overwrite=True)
-        # Measured: the retrieval and pronoun gaps change sign between pretraining runs, which
-        # fine-tuning seeds do not show (README, "Measured results").
+        # The retrieval and pronoun gaps change sign between pretraining runs, which fine-tuning
+        # seeds do not show (docs/results.md, the demo's runs).
         print("\nnote: the spreads above are over fine-tuning seeds of this one pretraining run; at nano scale the retrieval "
               "and pronoun verdicts change between pretraining runs. Pool several (--set training.seed=N, then "
               "`twinlm compare RUN/compare/results.json ...`)", flush=True)

@@ -368,7 +368,7 @@ class MixtureDataset(Dataset):
         return stream, within
 
     def locate_one(self, i: int) -> tuple[int, int]:
-        """`locate` for one position, in plain Python ints (the same schedule, ~10x faster)."""
+        """`locate` for one position, in plain Python ints (the same schedule, without array overhead)."""
         if not 0 <= i < self.num_samples:
             raise IndexError(f"sample position {i} out of range for {self.num_samples} samples")
         n, group = self.num_samples, i // GROUP

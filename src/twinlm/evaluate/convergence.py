@@ -12,10 +12,9 @@ The rule (recorded beside every fine-tuned score in results.json):
                    cross-entropy of a uniform choice among the batch's candidate documents;
     converged   = final loss < CONVERGED_FRACTION x trivial loss.
 
-Why a fraction and not "below the first loss": the encoder's retrieval run that motivated this
-went from 3.55 to 3.20 against ln(32) = 3.47, lower than it started, but still on the plateau
-(0.92 of trivial) and it scored nDCG@10 0.005. The runs that learn end far below (see the notes
-of the eval-report branch for the measured values)."""
+Why a fraction and not "below the first loss": a run can end lower than it started and still
+sit on the plateau near the trivial loss, scoring next to nothing; the runs that learn end far
+below it (the run that motivated this rule is in docs/results.md)."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def twin_pairs(results: dict, task: str) -> dict[str, dict[str, tuple[str, dict]
 def over_runs(task: str, pairs: dict, expected: str, settings: dict) -> dict:
     """A finding over several pretraining runs: each run's twins against each other, the mean gap
     and its standard deviation over the runs. The best model of each kind over all runs would
-    cherry-pick; at nano scale the between-run spread is what decides (README, the demo's runs)."""
+    cherry-pick; at nano scale the between-run spread is what decides (docs/results.md, the demo)."""
     other = "decoder" if expected == "encoder" else "encoder"
     judged = {run: judge_pair(task, twins[expected], twins[other], settings) for run, twins in sorted(pairs.items())}
     gaps = [j["gap"] for j in judged.values()]

@@ -153,7 +153,7 @@ class IVFIndex(ExhaustiveIndex):
         vectors, offsets = pack_vectors(doc_embeddings)
         n = vectors.shape[0]
         # PLAID's rule of thumb: 16 x sqrt(token count) centroids; 4 x here, since k-means on a
-        # CPU is the slow part of building and recall held up in our measurements (see README).
+        # CPU is the slow part of building and recall held up when measured (docs/results.md).
         k = num_centroids or 2 ** int(round(math.log2(4 * math.sqrt(n))))
         k = max(1, min(k, n))
         data = vectors.numpy()

@@ -90,7 +90,7 @@ class SparseSection:
     csr_beta: float = 0.1  # CSRLoss weight of the auxiliary reconstruction
     csr_gamma: float = 1.0  # CSRLoss weight of the contrastive loss
     # The CSR paper trains the autoencoder on frozen features; fine-tuning the backbone with it
-    # learned far faster on the micro twin (100 steps: nDCG@10 0.290 vs 0.174 with it frozen).
+    # learned far faster on the micro twin (docs/results.md).
     csr_train_backbone: bool = True
     pooling: str = "auto"  # CSR's dense backbone pooling, as dense.pooling
 
@@ -130,7 +130,7 @@ class RerankSection:
     retriever: str | None = None  # dense model retrieving the evaluation candidates; None: positives + sampled others
     top_k: int = 30  # candidates reranked per evaluation query
     # ModernBERT-style heads (classifier_pooling): cls | mean. On the micro twin [CLS] learned
-    # name matching sooner than the mean (nDCG@10 0.193 -> 0.332 vs 0.154 -> 0.280, 1000 steps).
+    # name matching sooner than the mean (docs/results.md).
     pooling: str = "cls"
 
     def __post_init__(self) -> None:
