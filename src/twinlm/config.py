@@ -180,18 +180,23 @@ def flag_of(f: dataclasses.Field) -> str:
     return "--" + f.metadata.get("flag", f.name).replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One flag per documented field of `cls` (a field without metadata help has none). Defaults
-    are not copied into argparse: an absent flag leaves the dataclass default in charge."""
+def add_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
+              default_from: str | None = None) -> None:
+    """One flag per documented field of `cls` (a field without metadata help has none), or per
+    field named in `only`. Defaults are not copied into argparse: an absent flag leaves the
+    dataclass default in charge, or, where a file supplies the values, `default_from` names it
+    in the help instead of the dataclass default."""
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if "help" not in f.metadata or f.name in skip:
+        if "help" not in f.metadata or (only is not None and f.name not in only):
             continue
         hint, flag = hints[f.name], flag_of(f)
         names = [f.metadata["short"], flag] if "short" in f.metadata else [flag]
         text = f.metadata["help"]
         text = text(cls) if callable(text) else text
         default = _default(f)
+        if default_from:
+            text, default = f"{text} (default: {default_from})", None
         if _is_bool(hint):
             if default is True:
                 parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
@@ -211,18 +216,22 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
             parser.add_argument("--" + alias, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def from_flags(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
-    """`cls` from the flags `add_flags` made (values given on the command line) and `fixed`."""
+def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `cls` whose flags (made by `add_flags`) were given, as typed values."""
     hints = get_type_hints(cls)
-    given = vars(args)
-    values = dict(fixed)
+    values = {}
     for f in dataclasses.fields(cls):
-        if f.name in given and f.name not in fixed:
-            value = given[f.name]
+        if f.name in vars(args):
+            value = getattr(args, f.name)
             if _is_list(hints[f.name]) and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             values[f.name] = coerce(hints[f.name], value, flag_of(f), "setting")
-    return cls(**values)
+    return values
+
+
+def from_flags(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """`cls` from the flags `add_flags` made (values given on the command line) and `fixed`."""
+    return cls(**{**given(cls, args), **fixed})
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -125,3 +125,25 @@ def test_settings_check_their_combinations():
     with pytest.raises(UserError, match="drop --ref-model or --lora"):
         BCOSettings(lora=True, ref_model="x")
     assert BCOSettings(max_length=100).max_prompt_length == 50
+
+
+def test_finetune_schedule_flags_override_only_what_they_name():
+    from twinlm.commands.finetune import recipe_from_args
+
+    argv = ["finetune", "dense", "--base", "org/model", "--out", "o"]
+    plain = recipe_from_args(build_parser().parse_args(argv))
+    flagged = recipe_from_args(build_parser().parse_args([*argv, "--steps", "5", "--lr", "0.1"]))
+    assert (flagged.training.max_steps, flagged.training.lr) == (5, 0.1)
+    assert flagged.training.batch_size == plain.training.batch_size and plain.training.max_steps != 5
+    with pytest.raises(UserError, match="--batch-size='big' is not a valid int"):
+        recipe_from_args(build_parser().parse_args([*argv, "--batch-size", "big"]))
+
+
+def test_convert_flags_build_the_cross_settings():
+    from twinlm.commands.convert import CrossSettings
+
+    args = build_parser().parse_args(["convert", "decoder-to-encoder", "m", "--out", "o", "--tokens", "2e6"])
+    assert config.from_flags(CrossSettings, args) == CrossSettings(tokens=2_000_000)
+    with pytest.raises(UserError, match="--tokens must be at least 1"):
+        config.from_flags(CrossSettings, build_parser().parse_args(
+            ["convert", "encoder-to-decoder", "m", "--out", "o", "--tokens", "0"]))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 from twinlm.commands.common import add_output_args
+from twinlm.config import add_flags, from_flags
+from twinlm.errors import UserError
 
 HELP = """Convert a model. decoder-to-encoder / encoder-to-decoder map a twin's weights exactly into
 the other twin's class and continue training with the other objective (Ettin's cross-objective
@@ -24,6 +28,21 @@ from --set simcse_extra=FILE|world-questions), then an optional supervised stage
 same decoder used causally."""
 
 
+@dataclass
+class CrossSettings:
+    """What a cross-objective conversion varies beyond its recipe (the keywords of `cross_train`)."""
+
+    tokens: int | None = field(default=None, metadata={
+        "help": "token budget of the continued training (default: the recipe's last phase)"})
+    objective: str | None = field(default=None, metadata={
+        "help": "training objective: mlm (15%%, default) or mntp for an encoder target, clm for a decoder"})
+    mask_ratio: float = field(default=0.15, metadata={"help": "MLM/MNTP mask ratio"})
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and self.tokens < 1:
+            raise UserError(f"--tokens must be at least 1, got {self.tokens}")
+
+
 def register(sub) -> None:
     p = sub.add_parser("convert", help="cross-objective conversion of twins; LLM2Vec for decoders", description=HELP)
     kinds = p.add_subparsers(dest="conversion", metavar="CONVERSION", required=True)
@@ -32,11 +51,7 @@ def register(sub) -> None:
                              description=CROSS_HELP)
         c.add_argument("model", help=f"the source {'decoder' if target == 'encoder' else 'encoder'} folder")
         add_output_args(c, "converted model")
-        c.add_argument("--tokens", type=float, default=None,
-                       help="token budget of the continued training (default: the recipe's last phase)")
-        objectives = "mlm (15%%, default) or mntp" if target == "encoder" else "clm"
-        c.add_argument("--objective", default=None, help=f"training objective: {objectives}")
-        c.add_argument("--mask-ratio", type=float, default=0.15, help="MLM/MNTP mask ratio (default 0.15)")
+        add_flags(c, CrossSettings)
         c.add_argument("--recipe", default=None,
                        help="recipe for the data and optimizer (default: the model folder's twinlm.yaml)")
         c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -62,10 +77,9 @@ def register(sub) -> None:
 def run_cross(args) -> int:
     from twinlm.convert.cross import cross_train
 
-    tokens = int(args.tokens) if args.tokens is not None else None
-    meta = cross_train(args.model, args.out, args.target, tokens=tokens, objective=args.objective,
-                       mask_ratio=args.mask_ratio, recipe=args.recipe, overrides=args.overrides,
-                       overwrite=args.overwrite, resume=args.resume)
+    settings = from_flags(CrossSettings, args)
+    meta = cross_train(args.model, args.out, args.target, **asdict(settings), recipe=args.recipe,
+                       overrides=args.overrides, overwrite=args.overwrite, resume=args.resume)
     print(f"model: {args.out} ({meta['from']} -> {meta['to']}, {meta['objective']})")
     return 0
 

@@ -6,6 +6,8 @@ import argparse
 import importlib
 
 from twinlm.commands.common import add_output_args
+from twinlm.config import add_flags, given
+from twinlm.finetune.recipe import TrainArgs
 
 # Adding a kind: a module with `finetune(recipe, out, overwrite) -> FitResult` and one line here.
 KIND_MODULES = {
@@ -46,11 +48,7 @@ def register(sub) -> None:
     p.add_argument("--loss", help="loss class name (see the kind's module docs; default: the recipe's)")
     p.add_argument("--columns", action="append", default=[], metavar="NEW=OLD",
                    help="rename a data column to the name the loss expects, e.g. anchor=question (repeatable)")
-    p.add_argument("--steps", type=int, help="training steps (overrides epochs)")
-    p.add_argument("--epochs", type=float, help="training epochs")
-    p.add_argument("--batch-size", type=int, help="training batch size")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--seed", type=int, help="random seed")
+    add_flags(p, TrainArgs, default_from="the recipe's training section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set sparse.variant=csr --set training.warmup_ratio=0 (repeatable)")
     add_output_args(p, "fine-tuned model")
@@ -70,8 +68,7 @@ def recipe_from_args(args):
         extra["mining"] = {"model": args.mine_with}
     if args.columns:
         extra["columns"] = parse_column_mapping(args.columns)
-    training = {k: v for k, v in [("max_steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                                  ("lr", args.lr), ("seed", args.seed)] if v is not None}
+    training = given(TrainArgs, args)
     if training:
         extra["training"] = training
     return load_finetune_recipe(args.recipe, args.kind, args.overrides, extra)

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from twinlm import config
+from twinlm.config import load as load_settings
+from twinlm.config import read_yaml
 from twinlm.convert import LLM2VEC_FILE
 from twinlm.convert.bidirectional import check_attention, check_decoder_config, make_bidirectional
 from twinlm.convert.embed_eval import causal_baselines, world_retrieval_ndcg
@@ -84,8 +85,8 @@ class LLM2VecConfig:
 def load_llm2vec_config(name_or_path: str | None, overrides: list[str]) -> LLM2VecConfig:
     data: dict[str, Any] = {}
     if name_or_path:
-        data = config.read_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
-    return config.load(LLM2VecConfig, data, overrides)
+        data = read_yaml(resolve_recipe_path(name_or_path, RECIPES, "llm2vec recipe", "llm2vec*.yaml"))
+    return load_settings(LLM2VecConfig, data, overrides)
 
 
 def check_decoder_folder(model_dir: Path, cfg: LLM2VecConfig):

@@ -39,15 +39,16 @@ class DatasetSpec:
 class TrainArgs:
     """Training arguments handed to the sentence-transformers / HF trainer."""
 
-    max_steps: int = -1  # > 0 wins over epochs
-    epochs: float = 1.0
-    batch_size: int = 16
+    max_steps: int = field(default=-1, metadata={
+        "flag": "steps", "help": "training steps; > 0 wins over epochs", "aliases": ("max-steps",)})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
     mini_batch_size: int = 8  # Cached* losses: the chunk size of the gradient cache
-    lr: float = 2e-5
+    lr: float = field(default=2e-5, metadata={"help": "learning rate"})
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     lr_scheduler: str = "linear"
-    seed: int = 42
+    seed: int = field(default=42, metadata={"help": "random seed"})
     max_seq_length: int | None = None  # None: the model's
     precision: str = "fp32"  # fp32 | bf16
     logging_steps: int = 10
