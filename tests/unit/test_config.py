@@ -97,12 +97,39 @@ def test_a_bad_flag_value_is_a_one_line_error_naming_the_flag():
         parse(["--steps", "many"])
 
 
+def _subparser(*path: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+def _settings_classes():
+    from twinlm.align.settings import GenerationSettings
+    from twinlm.commands.convert import CrossSettings
+    from twinlm.commands.encode import EncodeSettings
+    from twinlm.commands.search import SearchSettings
+
+    return [(("sft",), SFTSettings), (("bco",), BCOSettings), (("generate",), GenerationSettings),
+            (("encode",), EncodeSettings), (("search",), SearchSettings),
+            (("convert", "decoder-to-encoder"), CrossSettings), (("convert", "encoder-to-decoder"), CrossSettings)]
+
+
+@pytest.mark.parametrize("path, cls", _settings_classes(), ids=lambda v: "-".join(v) if isinstance(v, tuple) else "")
+def test_every_documented_setting_of_a_command_is_its_flag(path, cls):
+    """The flags are the dataclass: each documented field has one, with its help, and nothing else
+    of the command holds a default for it."""
+    actions = _subparser(*path)._actions
+    documented = [f for f in fields(cls) if "help" in f.metadata]
+    assert {f.name for f in fields(cls)} - {f.name for f in documented} <= {"extra"}
+    for f in documented:
+        mine = [a for a in actions if a.dest == f.name]
+        assert mine and all(a.default is argparse.SUPPRESS for a in mine), f.name
+        assert any(config.flag_of(f) in a.option_strings and a.help != argparse.SUPPRESS for a in mine), f.name
+
+
 @pytest.mark.parametrize("command, cls", [("sft", SFTSettings), ("bco", BCOSettings)])
-def test_every_documented_setting_of_sft_and_bco_is_a_flag(command, cls):
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    dests = {a.dest for a in sub._actions}
-    documented = {f.name for f in fields(cls) if "help" in f.metadata}
-    assert documented == {f.name for f in fields(cls)} - {"extra"} and documented <= dests
+def test_sft_and_bco_flags_build_their_settings(command, cls):
     args = build_parser().parse_args([command, "m", "--data", "d", "--out", "o", "--max-steps", "3", "--lora"])
     settings = config.from_flags(cls, args)
     assert settings.max_steps == 3 and settings.learning_rate == cls.LORA_LR
@@ -113,9 +140,8 @@ def test_a_lora_run_gets_a_lora_scale_learning_rate(cls):
     assert cls().learning_rate == cls.FULL_LR and cls(lora=True).learning_rate == cls.LORA_LR
     assert cls.LORA_LR >= 10 * cls.FULL_LR
     assert cls(lora=True, learning_rate=1e-6).learning_rate == 1e-6  # an explicit --lr wins
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     command = "sft" if cls is SFTSettings else "bco"
-    lr_help = next(a.help for a in sub.choices[command]._actions if a.dest == "learning_rate")
+    lr_help = next(a.help for a in _subparser(command)._actions if a.dest == "learning_rate")
     assert f"{cls.FULL_LR:g} for full fine-tuning" in lr_help and f"{cls.LORA_LR:g} with --lora" in lr_help
 
 
