@@ -45,6 +45,29 @@ def corrupt(input_ids: torch.Tensor, selected: torch.Tensor, mask_token_id: int,
     return corrupted
 
 
+def mask_rows(
+    input_ids: torch.Tensor,
+    mask_ratio: float,
+    mask_token_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    generators: Sequence[torch.Generator],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mask_tokens` (same 80/10/10 rule) with row i drawn from `generators[i]` alone, so that a
+    sample's mask does not depend on which samples share its batch. Returns (corrupted, labels)."""
+    rows, length = input_ids.shape
+    draws = torch.stack([torch.rand(3, length, generator=g) for g in generators], dim=1)  # [3, rows, L]
+    tokens = torch.stack([torch.randint(vocab_size, (length,), generator=g) for g in generators])
+    special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype))
+    selected = (draws[0] < mask_ratio) & ~special
+    to_mask = selected & (draws[1] < 0.8)
+    to_random = selected & ~to_mask & (draws[2] < 0.5)
+    labels = input_ids.masked_fill(~selected, IGNORE)
+    corrupted = input_ids.masked_fill(to_mask, mask_token_id)
+    corrupted = torch.where(to_random, tokens.to(input_ids.dtype), corrupted)
+    return corrupted, labels
+
+
 class PackedCollator:
     """Stack blocks and, with `document_masking`, add per-document `position_ids` (and no
     attention mask, so that attention is kept within documents: see `twinlm.packed`). With
@@ -79,11 +102,17 @@ class MLMCollator(PackedCollator):
         self.vocab_size = len(tokenizer)
         self.special_ids = sorted(set(tokenizer.all_special_ids))
 
-    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list[dict[str, torch.Tensor]],
+                 generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """With `generators` (one per example), each example's mask is drawn from its own."""
         input_ids, positions = self.stack(examples)
-        corrupted, labels, _ = mask_tokens(
-            input_ids, self.mask_ratio, self.mask_token_id, self.vocab_size, self.special_ids
-        )
+        if generators is not None:
+            corrupted, labels = mask_rows(input_ids, self.mask_ratio, self.mask_token_id, self.vocab_size,
+                                          self.special_ids, generators)
+        else:
+            corrupted, labels, _ = mask_tokens(
+                input_ids, self.mask_ratio, self.mask_token_id, self.vocab_size, self.special_ids
+            )
         return self.finish(corrupted, positions, labels)
 
 

@@ -14,7 +14,10 @@ checkpoint-N: the newest training.keep_last are kept for --resume, and every tra
 steps' also after the phase ends (each a plain HF folder plus the Trainer state). A checkpoint is
 staged and renamed into place with a completion marker, so one half-written at a crash is never
 resumed from. The micro-batch and gradient accumulation follow from the global batch and the
-number of processes (check a cluster size first with `twinlm plan RECIPE --gpus N`).
+number of processes (check a cluster size first with `twinlm plan RECIPE --gpus N`). --resume
+works on another number of processes too (a lost node): the same samples in the same steps, the
+micro-batch derived again (or set anew with --set training.micro_batch=N); a full disk while saving
+stops with one line and leaves the previous checkpoint whole.
 Multi-process: torchrun --nproc_per_node N -m twinlm.cli pretrain ...
 
 Continued pretraining: --init starts the twins from checkpoints instead of random weights (weights
@@ -35,7 +38,8 @@ def register(sub) -> None:
         "(RUN/encoder/phases/NAME); the recipe's init section does the same. The tokenizer is the "
         "checkpoint's unless the recipe names one, which must match it",
     )
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last complete "
+                   "checkpoint, on this or another number of processes")
     p.set_defaults(func=run)
 
 

@@ -88,6 +88,8 @@ class StepLogger(TrainerCallback):
             # tokens: seen by this twin so far, over all phases; batch / step_tokens: this step's.
             "tokens": self.token_offset + self.tokens_through(state.global_step),
             "batch": step_tokens // seq_len if seq_len else None, "step_tokens": step_tokens,
+            # the step's samples are [first_sample, first_sample + batch) of the phase's order
+            "first_sample": self.schedule.first_sample(state.global_step - 1) if seq_len else None,
             "loss": logs["loss"], "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "tokens_per_second": logs["tokens_per_second"], "mfu": logs["mfu"],
         }

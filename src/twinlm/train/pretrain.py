@@ -37,10 +37,10 @@ from twinlm.models import (
     training_flops_per_token,
 )
 from twinlm.objectives import collator_for
-from twinlm.outputs import claim, publish, publish_into, staging, write_json
+from twinlm.outputs import claim, publish, publish_into, staging, staging_path, write_json
 from twinlm.packed import keep_documents_apart
 from twinlm.recipe import TWINS, Phase, Recipe
-from twinlm.train.batching import StepBatches, check_batch_warmup, first_item, split_batch
+from twinlm.train.batching import StepBatches, first_item, split_batch
 from twinlm.train.card import write_model_card
 from twinlm.train.checkpoints import (
     COMPLETE_FILE,
@@ -51,6 +51,7 @@ from twinlm.train.checkpoints import (
     rotate_checkpoints,
     step_of,
 )
+from twinlm.train.elastic import check_processes, resume_line, run_defining
 from twinlm.train.heldout import heldout_loss, unigram_baseline
 from twinlm.train.init import load_init_model, resolve_init
 from twinlm.train.loss import attach_chunked_loss
@@ -58,6 +59,8 @@ from twinlm.train.memory import device_budget
 from twinlm.train.metrics import StepLogger, default_peak_tflops, drop_records_after
 from twinlm.train.optim import build_optimizer
 from twinlm.train.preflight import check_attention
+from twinlm.train.sample_rng import IndexedDataset, SeededCollator, seed_dropout
+from twinlm.train.save_faults import disk_full_is_an_error, fault_point
 from twinlm.train.schedules import BatchSchedule, batch_schedule, lr_multiplier, phase_steps, warmup_steps_for
 from twinlm.train.twin_folder import complete_twin_folder, save_twin_folder
 
@@ -127,12 +130,13 @@ class PhaseTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if isinstance(inputs, dict):  # a plain batch (not from StepBatches)
-            return super().training_step(model, inputs, num_items_in_batch)
+            return super().training_step(model, seed_dropout(inputs, self.args.seed), num_items_in_batch)
         # Used by the Trainer only if the model cannot take num_items_in_batch (then each
         # micro-batch's mean loss gets an equal share).
         self.current_gradient_accumulation_steps = len(inputs)
         total = None
         for i, micro in enumerate(inputs):
+            micro = seed_dropout(micro, self.args.seed)  # keyed by samples, not by rank (train/elastic.py)
             # Gradients are all-reduced once per step, on the last micro-batch.
             sync = contextlib.nullcontext() if i == len(inputs) - 1 else self.accelerator.no_sync(model)
             with sync:
@@ -154,57 +158,32 @@ class PhaseTrainer(Trainer):
         return os.path.join(self.args.output_dir, STAGING)
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        # Every rank writes its RNG state into the staged folder: wait for all before the rename.
-        self.accelerator.wait_for_everyone()
-        if not self.args.should_save:
-            return
-        name = f"checkpoint-{self.state.global_step}"
-        staged, final = Path(self._get_output_dir()) / name, Path(self.args.output_dir) / name
-        if self.twin_tokenizer is not None:  # a plain HF folder: from_pretrained / pipeline load it as is
-            complete_twin_folder(self.model, self.twin_tokenizer, self.twin, staged)
-        (staged / COMPLETE_FILE).write_text(json.dumps({"step": self.state.global_step}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staged, final)
+        step, work = self.state.global_step, Path(self.args.output_dir)
+        name = f"checkpoint-{step}"
+        staged, final = Path(self._get_output_dir()) / name, work / name
+        done = checkpoints(work)
+        intact = f"{done[-1].name} is intact" if done else "the phase has no earlier checkpoint (it restarts)"
+        with disk_full_is_an_error(f"{self.twin or 'model'} {self.phase.name} {name}", staged, intact):
+            super()._save_checkpoint(model, trial)
+            # Every rank writes its RNG state into the staged folder: wait for all before the rename.
+            self.accelerator.wait_for_everyone()
+            if not self.args.should_save:
+                return
+            fault_point("state", step)
+            if self.twin_tokenizer is not None:  # a plain HF folder: from_pretrained / pipeline load it as is
+                complete_twin_folder(self.model, self.twin_tokenizer, self.twin, staged)
+            (staged / COMPLETE_FILE).write_text(json.dumps({"step": step, "processes": self.args.world_size}))
+            fault_point("marker", step)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staged, final)
+        fault_point("renamed", step)
         t = self.recipe.training
-        rotate_checkpoints(Path(self.args.output_dir), t.keep_last, t.keep_every)
+        rotate_checkpoints(work, t.keep_last, t.keep_every)
 
-
-SAMPLE_KEY = "sample_index"
-
-
-class IndexedDataset(torch.utils.data.Dataset):
-    """The items of `dataset`, each with its position under SAMPLE_KEY (see SeededCollator)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**self.dataset[i], SAMPLE_KEY: i}
-
-
-class SeededCollator:
-    """Runs `collator` (MLM / MNTP masking draws from the global torch RNG) with that RNG seeded
-    from the run's seed and the index of the batch's first sample, inside `fork_rng`.
-
-    The masks are then a function of the data and the micro-batch size alone (not of the number
-    of processes), so a resumed phase sees exactly the masks of an uninterrupted one. (The
-    Trainer's own RNG checkpointing cannot give that: the dataloader
-    collates batches ahead, and the Trainer restores the saved state only after collating the
-    first resumed batches.) The global stream used by the model (dropout) is left untouched."""
-
-    def __init__(self, collator, seed: int):
-        self.collator, self.seed = collator, seed
-
-    def __call__(self, examples: list[dict]) -> dict:
-        first = int(examples[0][SAMPLE_KEY])
-        examples = [{k: v for k, v in e.items() if k != SAMPLE_KEY} for e in examples]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed % 2**31) * 2**32 + first)
-            return self.collator(examples)
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        fault_point("model", self.state.global_step)  # the weights are written, nothing else yet
+        super()._save_optimizer_and_scheduler(output_dir)
+        fault_point("optimizer", self.state.global_step)
 
 
 @dataclass
@@ -232,12 +211,13 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
 def check_resume_recipe(recipe: Recipe, out: Path) -> None:
     import yaml
 
-    saved = yaml.safe_load((out / RECIPE_FILE).read_text())
-    if saved != recipe.to_dict():
-        changed = sorted(k for k in set(saved) | set(recipe.to_dict()) if saved.get(k) != recipe.to_dict().get(k))
+    # The micro-batch and other PER_CLUSTER settings may change (resuming on another cluster).
+    saved, now = run_defining(yaml.safe_load((out / RECIPE_FILE).read_text())), run_defining(recipe.to_dict())
+    if saved != now:
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise UserError(
             f"--resume: the recipe differs from the one {out} was started with (sections: {', '.join(changed)}); "
-            "resume with the same recipe and --set values"
+            "resume with the same recipe and --set values (only the micro-batch may change)"
         )
 
 
@@ -260,9 +240,11 @@ def pretrain(
     check_attention(recipe)
     recipe, init_sources = resolve_init(recipe, twins)
     budget = device_budget(recipe)
-    for phase in recipe.phases:  # the cluster-size arithmetic and memory fit, before any work
+    # The process count first (on --resume its error names the counts the run resumes on), then
+    # the memory fit: the cluster-size arithmetic, before any work.
+    check_processes(recipe, state.num_processes, resume)
+    for phase in recipe.phases:
         split_batch(recipe, phase, state.num_processes, budget)
-    check_batch_warmup(recipe, state.num_processes)
     # A missing, empty, column-less or (multi-process) unprepared source fails on every rank
     # before the output folder is touched.
     check_sources(recipe, Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "data")
@@ -309,7 +291,9 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
                                 heldout_store, step_offset, callbacks, evaluate=False, token_offset=token_offset)
             # The weights are saved first, so nothing after this line can lose the phase.
             if state.is_main_process:
-                _save_atomic(model, tokenizer, twin, phase_dir, result)
+                with disk_full_is_an_error(f"{twin} phase {phase.name}", staging_path(phase_dir),
+                                           "its intermediate checkpoints are intact"):
+                    _save_atomic(model, tokenizer, twin, phase_dir, result)
                 finish_work_folder(work, recipe.training.keep_every)
             state.wait_for_everyone()
         if "loss" not in result.heldout:  # evaluated after the save (also when a resume finds it missing)
@@ -331,7 +315,8 @@ def _train_twin(recipe, out, twin, tokenizer, stores, callbacks, init=None) -> l
         step_offset += result.steps
         token_offset += result.tokens
     if state.is_main_process:
-        _write_final(model, tokenizer, twin, twin_dir, recipe, results)
+        with disk_full_is_an_error(f"{twin} final weights", staging_path(twin_dir), "every phase's weights are intact"):
+            _write_final(model, tokenizer, twin, twin_dir, recipe, results)
     state.wait_for_everyone()
     return results
 
@@ -417,6 +402,9 @@ def run_phase(recipe, out, twin, model, tokenizer, phase, steps, train_store: To
     start_step = step_of(done[-1]) if done else 0
     if state.is_main_process:  # log lines past the checkpoint (or all, without one) are re-done
         drop_records_after(metrics_path, twin, phase.name, start_step)
+        if done:
+            print(resume_line(twin, phase.name, done[-1], schedule, state.num_processes,
+                              trainer.train_dataset.micro_batch), flush=True)
     logger = StepLogger(metrics_path, twin, phase.name, schedule, flops,
                         t.peak_tflops or default_peak_tflops(t.precision), state.num_processes, step_offset,
                         token_offset if token_offset is not None else step_offset * recipe.batch_of(phase) * phase.seq_len)
