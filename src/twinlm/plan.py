@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twinlm.data.sampling import apportion
-from twinlm.errors import UserError
 from twinlm.models import estimate_parameters, training_flops_per_token
 from twinlm.recipe import TWINS, Recipe
 from twinlm.train.batching import check_batch_warmup, split_batch
+from twinlm.train.elastic import resume_counts
 from twinlm.train.memory import Budget, activation_bytes, state_bytes, vocab_size_of
 from twinlm.train.schedules import batch_schedule, phase_steps
 
@@ -81,27 +81,12 @@ def plan(recipe: Recipe, gpus: int = 1, gpu_tflops: float = 989.0, mfu: float = 
     return rows
 
 
-def resume_counts(recipe: Recipe, limit: int = 4096) -> list[int]:
-    """The process counts (up to `limit`) a run of `recipe` can start or resume on: those that
-    divide every phase's global batch (and batch_warmup_min) under its micro-batch rule."""
-    counts = []
-    for n in range(1, min(limit, min(recipe.batch_of(p) for p in recipe.phases)) + 1):
-        try:
-            for phase in recipe.phases:
-                split_batch(recipe, phase, n)
-            check_batch_warmup(recipe, n)
-        except UserError:
-            continue
-        counts.append(n)
-    return counts
-
-
 def resume_line(recipe: Recipe) -> str:
     counts = resume_counts(recipe)
     shown = ", ".join(map(str, counts)) if len(counts) <= 24 else ", ".join(map(str, counts[:22])) + ", ..."
     return (f"resume: on {shown} processes ({len(counts)} counts: those dividing every phase's global batch"
             f"{' and batch_warmup_min' if recipe.training.batch_warmup_tokens else ''} under its micro-batch rule; "
-            "the sample order depends on the recipe alone)")
+            "the sample order depends on the recipe alone; --resume may also change training.micro_batch)")
 
 
 def data_path_line(rows: list[PhasePlan], measured: float | None) -> str:

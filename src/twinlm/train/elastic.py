@@ -44,9 +44,9 @@ def splits_over(recipe: Recipe, processes: int) -> bool:
 
 
 def resume_counts(recipe: Recipe, limit: int | None = None) -> list[int]:
-    """Every process count (up to `limit`, by default the largest global batch) the run can train
-    or resume on."""
-    top = limit or max(recipe.batch_of(p) for p in recipe.phases)
+    """Every process count (up to `limit`; none beyond the smallest global batch can split it) the
+    run can train or resume on."""
+    top = min(limit or 2**62, min(recipe.batch_of(p) for p in recipe.phases))
     return [n for n in range(1, top + 1) if splits_over(recipe, n)]
 
 
