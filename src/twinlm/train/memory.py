@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinlm.errors import UserError
-from twinlm.models import estimate_parameters, layer_types
+from twinlm.models import estimate_parameters, layer_types, padded_vocab
 from twinlm.recipe import TWINS, Phase, Recipe
 
 
@@ -65,8 +65,6 @@ def vocab_size_of(recipe: Recipe) -> int:
     """The recipe's vocabulary without loading anything: an init checkpoint's (from its local
     config.json), else Ettin's 50,368 for a reused tokenizer or an init checkpoint on the hub (the
     common case; the real size is used at training time), else the trained size."""
-    from twinlm.models import padded_vocab
-
     init = recipe.init
     for spec in (init.encoder, init.decoder, init.run and str(Path(init.run) / "encoder")):
         try:
