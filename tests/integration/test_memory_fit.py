@@ -12,12 +12,13 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import json, resource, sys
-    from twinlm.recipe import read_recipe_yaml, recipe_from_dict, resolve_recipe_path
+    from twinlm.config import read_yaml
+    from twinlm.recipe import recipe_from_dict, resolve_recipe_path
     from twinlm.train.batching import split_batch
     from twinlm.train.memory import device_budget, phase_bytes
     from twinlm.train.pretrain import pretrain
 
-    data = read_recipe_yaml(resolve_recipe_path("ettin-17m"))
+    data = read_yaml(resolve_recipe_path("ettin-17m"))
     data["phases"] = [{**data["phases"][1], "source": None, "seq_len": 1024, "tokens": 2 * 1024}]
     data["data"] = {"world": {"num_people": 200}}
     recipe = recipe_from_dict(data, [
