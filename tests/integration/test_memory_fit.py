@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     from twinlm.config import read_yaml
     from twinlm.recipe import recipe_from_dict, resolve_recipe_path
     from twinlm.train.batching import split_batch
-    from twinlm.train.memory import device_budget, phase_bytes
+    from twinlm.train.memory import device_budget, need_bytes
     from twinlm.train.pretrain import pretrain
 
     data = read_yaml(resolve_recipe_path("ettin-17m"))
@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     phase, budget = recipe.phases[0], device_budget(recipe)
     micro = split_batch(recipe, phase, 1, budget).micro_batch
     pretrain(recipe, sys.argv[1], twins=["encoder"])
-    print(json.dumps({"micro": micro, "estimate": budget.used + phase_bytes(recipe, phase, micro, False),
+    print(json.dumps({"micro": micro, "estimate": need_bytes(recipe, phase, micro, budget),
                       "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """)
 
@@ -36,9 +36,9 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_extension_phase_runs_within_the_stated_budget(tmp_path):
     """The ettin-17m shape's extension phase with sdpa on this CPU (attention dropout 0.1, so the
-    math kernel keeps seq^2 x heads probabilities per layer), at seq 1,024 within 1.3 GB: auto picks
+    math kernel keeps seq^2 x heads probabilities per layer), at seq 1,024 within 1.8 GB: auto picks
     micro-batch 1 (2 would not fit), and a real step's peak RSS stays under the estimate."""
-    budget_gb = 1.3
+    budget_gb = 1.8
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run"), str(budget_gb)], env=env,
                           capture_output=True, text=True, timeout=900)

@@ -158,13 +158,24 @@ def _budget(memory_gb: float | None) -> Budget:
     return Budget(float(total), f"this machine's {total / 1e9:.1f} GB of RAM", False, used)
 
 
+# Beyond the estimate: the data pipeline, the Trainer and the allocator's caches hold memory that
+# does not grow with the micro-batch, and fragmentation adds a share of what does.
+FIXED_OVERHEAD = 0.5e9
+FRAGMENTATION = 1.1
+
+
+def need_bytes(recipe: Recipe, phase: Phase, micro_batch: int, budget: Budget) -> float:
+    """What the check compares with the budget: the estimate with its margins."""
+    return budget.used + FIXED_OVERHEAD + FRAGMENTATION * phase_bytes(recipe, phase, micro_batch, budget.on_gpu)
+
+
 def fits(recipe: Recipe, phase: Phase, micro_batch: int, budget: Budget) -> bool:
-    return budget.used + phase_bytes(recipe, phase, micro_batch, budget.on_gpu) <= budget.bytes
+    return need_bytes(recipe, phase, micro_batch, budget) <= budget.bytes
 
 
 def refuse(recipe: Recipe, phase: Phase, micro_batch: int, budget: Budget) -> UserError:
     """The one-line error for a phase that does not fit `budget` at `micro_batch`."""
-    need = budget.used + phase_bytes(recipe, phase, micro_batch, budget.on_gpu)
+    need = need_bytes(recipe, phase, micro_batch, budget)
     t = recipe.training
     fixes = []
     if micro_batch > 1:
