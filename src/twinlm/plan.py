@@ -89,17 +89,25 @@ def resume_line(recipe: Recipe) -> str:
             "the sample order depends on the recipe alone; --resume may also change training.micro_batch)")
 
 
+# The slowest configuration's tokens per worker-CPU-second of benchmarks/data_throughput.py on
+# the reference machine (docs/results.md, "Data path"): the margin shown when the user has not
+# measured their own CPU.
+REFERENCE_DATA_TOKENS_PER_S = 5_400_000
+
+
 def data_path_line(rows: list[PhasePlan], measured: float | None) -> str:
-    """What one GPU eats at the assumed MFU (the fastest row) against what one loader worker was
-    measured to deliver (benchmarks/data_throughput.py), or 'unmeasured'."""
+    """What one GPU eats at the assumed MFU (the fastest row) against what one loader worker
+    delivers: the user's measurement (--data-tokens-per-s) or the reference machine's."""
     fastest = max(rows, key=lambda r: r.tokens_per_s_needed)
     need = (f"data path: a GPU consumes up to {fastest.tokens_per_s_needed:,.0f} tokens/s "
             f"({fastest.twin} {fastest.phase}, at the assumed MFU)")
+    where = "--data-tokens-per-s"
     if measured is None:
-        return (need + "; delivered per loader worker: unmeasured (run benchmarks/data_throughput.py and pass its "
-                "tokens_per_s as --data-tokens-per-s)")
-    return (need + f"; delivered per loader worker {measured:,.0f} (--data-tokens-per-s): margin "
-            f"{measured / fastest.tokens_per_s_needed:.2f}x per worker")
+        measured, where = REFERENCE_DATA_TOKENS_PER_S, ("the reference CPU core, docs/results.md; measure yours with "
+                                                        "benchmarks/data_throughput.py")
+    workers = -(-fastest.tokens_per_s_needed // measured)
+    return (need + f"; one loader worker delivers {measured:,.0f} ({where}): margin "
+            f"{measured / fastest.tokens_per_s_needed:.2f}x per worker, {workers:.0f} worker(s) per GPU suffice")
 
 
 def format_plan(recipe: Recipe, rows: list[PhasePlan], gpus: int, gpu_tflops: float, mfu: float,

@@ -6,7 +6,7 @@ import pytest
 
 from twinlm.cli import main
 from twinlm.errors import UserError
-from twinlm.plan import activation_bytes, plan
+from twinlm.plan import REFERENCE_DATA_TOKENS_PER_S, activation_bytes, plan
 from twinlm.recipe import load_recipe
 from twinlm.train.batching import split_batch
 
@@ -71,7 +71,10 @@ def test_plan_states_the_resume_rule_and_the_data_path_margin(capsys):
     out = capsys.readouterr().out
     # global batches 4,608 / 512 / 512 and batch_warmup_min 256: the powers of two up to 256
     assert "resume: on 1, 2, 4, 8, 16, 32, 64, 128, 256 processes (9 counts" in out
-    assert "data path: a GPU consumes up to" in out and "unmeasured" in out
+    line = next(x for x in out.splitlines() if x.startswith("data path"))
+    need = float(line.split("consumes up to ")[1].split()[0].replace(",", ""))
+    assert f"margin {REFERENCE_DATA_TOKENS_PER_S / need:.2f}x per worker" in line and "reference CPU core" in line
+    assert f"{-(-need // REFERENCE_DATA_TOKENS_PER_S):.0f} worker(s) per GPU suffice" in line
     assert main(["plan", "micro", "--set", "phases.decay.global_batch=12", "--set", "training.micro_batch=auto",
                  "--data-tokens-per-s", "3000000"]) == 0
     out = capsys.readouterr().out

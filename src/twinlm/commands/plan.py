@@ -28,7 +28,7 @@ def register(sub) -> None:
                    help="memory of one accelerator in GB (default 80: H100); training.memory_gb overrides it")
     p.add_argument("--data-tokens-per-s", type=float, default=None,
                    help="tokens/s one loader worker delivers, as measured by benchmarks/data_throughput.py "
-                   "(its last line's tokens_per_s); without it the data-path margin is reported as unmeasured")
+                   "(its last line's tokens_per_s); without it the margin uses the reference machine's figure")
     p.add_argument("--mfu", type=float, default=0.4, help="expected model FLOPs utilisation, 0-1 (default 0.4)")
     p.set_defaults(func=run)
 
