@@ -36,7 +36,9 @@ from twinlm.data.sampling import Mixture, Stream, phase_dataset
 from twinlm.data.store import TokenStore, write_documents
 from twinlm.objectives import collator_for
 from twinlm.recipe import load_recipe
-from twinlm.train.batching import split_batch
+from twinlm.train.batching import StepBatches, first_item, split_batch
+from twinlm.train.sample_rng import IndexedDataset, SeededCollator
+from twinlm.train.schedules import BatchSchedule
 
 ETTIN_17M_TOKENS_PER_S = 985_000
 VOCAB, CLS, SEP, PAD, MASK = 50_368, 50281, 50282, 50283, 50284
@@ -74,26 +76,37 @@ def cpu_seconds(workers: int) -> float:
     return sum(sum(c.cpu_times()[:2]) for c in psutil.Process().children())
 
 
-def measure(dataset, collate, micro: int, workers: int, seconds: float, first: int = 0) -> tuple[float, float, float]:
+def measure(steps: StepBatches, workers: int, seconds: float, first_step: int = 0) -> tuple[float, float, float]:
     """(tokens/s delivered, tokens per CPU-second of the batch builders, seconds per micro-batch),
-    over `seconds` after the workers have started. The CPU-time rate is the one a loaded machine
-    does not distort: it is what one core gives when it is not shared."""
-    loader = DataLoader(range(first, len(dataset)), batch_size=micro, num_workers=workers,
-                        collate_fn=lambda idx: collate(dataset.__getitems__(idx)),
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    over `seconds` after the workers have started. The loader is the one `twinlm pretrain` builds:
+    one item per optimizer step (this rank's micro-batches), batch size 1. The CPU-time rate is
+    the one a loaded machine does not distort: it is what one core gives when it is not shared."""
+    loader = DataLoader(steps, batch_size=1, collate_fn=first_item, num_workers=workers,
+                        sampler=range(first_step, len(steps)), prefetch_factor=2 if workers else None)
     it = iter(loader)
-    next(it)  # worker start-up and the first batch are not the steady state
-    tokens, batches = 0, 0
+    next(it)  # worker start-up and the first step are not the steady state
+    tokens, batches, fetched = 0, 0, 0
     start, cpu0 = time.perf_counter(), cpu_seconds(workers)
     while time.perf_counter() - start < seconds:
-        batch = next(it)
-        tokens += batch["input_ids"].numel()
-        batches += 1
+        micro_batches = next(it)
+        fetched += 1
+        tokens += sum(mb["input_ids"].numel() for mb in micro_batches)
+        batches += len(micro_batches)
     elapsed, cpu = time.perf_counter() - start, cpu_seconds(workers) - cpu0
     del it
-    # Workers prefetch ahead of what was consumed; their CPU time covers those batches too.
-    ahead = 4 * workers * micro * dataset.seq_len if workers else 0
+    # Workers prefetch ahead of what was consumed; their CPU time covers those steps too.
+    ahead = 2 * workers * (tokens / fetched) if workers else 0
     return tokens / elapsed, (tokens + ahead) / max(cpu, 1e-9), elapsed / batches
+
+
+def rank_steps(recipe, phase, data, collate, processes: int, steps: int) -> StepBatches:
+    """Rank 0's share of `steps` optimizer steps of `phase` at the full global batch, exactly as
+    `twinlm pretrain` feeds them (sample-keyed masks included)."""
+    schedule = BatchSchedule(recipe.batch_of(phase), phase.seq_len, steps * recipe.batch_of(phase) * phase.seq_len)
+    split = split_batch(recipe, phase, processes)
+    dataset = phase_dataset(data, phase.seq_len, schedule.samples_through(steps), recipe.training.seed)
+    return StepBatches(IndexedDataset(dataset), schedule, split.micro_batch, SeededCollator(collate, recipe.training.seed),
+                       rank=0, processes=processes)
 
 
 def main() -> None:
@@ -117,13 +130,12 @@ def main() -> None:
         rows = []
         for phase in (recipe.phases[0], recipe.phases[1]):
             split = split_batch(recipe, phase, args.gpus)
-            samples = 1000 * (mixture.num_tokens // phase.seq_len)  # passes enough never to run dry
-            dataset = phase_dataset(mixture, phase.seq_len, samples, recipe.training.seed)
             for twin in ("encoder", "decoder"):
                 for attn in ("sdpa", "flash_attention_2"):
                     collate = collator_for(twin, tok, phase.mask_ratio, True, attn)
+                    steps = rank_steps(recipe, phase, mixture, collate, args.gpus, 1000)
                     for w in worker_counts:
-                        rate, per_core, per_step = measure(dataset, collate, split.micro_batch, w, args.seconds)
+                        rate, per_core, per_step = measure(steps, w, args.seconds)
                         rows.append(per_core)
                         print(f"seq {phase.seq_len:>5} micro {split.micro_batch:>3} {twin:<7} {attn:<17} "
                               f"workers {w}: {rate:>11,.0f} tokens/s wall, {per_core:>11,.0f} per worker-CPU-second "
@@ -149,12 +161,11 @@ def sparse_check(root: Path, tokens: int, small: TokenStore, recipe, tok, args) 
     split = split_batch(recipe, phase, args.gpus)
     collate = collator_for("encoder", tok, phase.mask_ratio, True, "sdpa")
     for name, store in (("small", small), ("sparse", big)):
-        samples = max(store.num_tokens // phase.seq_len, 200_000 * split.global_batch)
-        dataset = phase_dataset(store, phase.seq_len, samples, recipe.training.seed)
-        for first in (0, 100_000 * split.global_batch):  # step 0 and step 100,000 of the phase
-            _, per_core, _ = measure(dataset, collate, split.micro_batch, 0, args.seconds / 2, first)
+        steps = rank_steps(recipe, phase, store, collate, args.gpus, 200_000)
+        for first in (0, 100_000):  # step 0 and step 100,000 of the phase
+            _, per_core, _ = measure(steps, 0, args.seconds / 2, first)
             cpu_ms = 1000 * split.micro_batch * phase.seq_len / per_core
-            print(f"{name:>6} store {store.num_tokens:>17,} tokens, from sample {first:>12,}: "
+            print(f"{name:>6} store {store.num_tokens:>17,} tokens, from step {first:>7,}: "
                   f"{cpu_ms:6.2f} CPU-ms per micro-batch of {split.micro_batch} x {phase.seq_len}", flush=True)
 
 
