@@ -1,6 +1,6 @@
 """StableAdamW step time: the foreach implementation against the previous per-tensor one.
 
-The per-tensor reference is the one kept in tests/test_optim.py. Both run on the parameters of a
+The per-tensor reference is the one kept in tests/unit/test_optim.py. Both run on the parameters of a
 built twin with random gradients, alternating in one process so that machine load hits both.
 
     python benchmarks/optimizer_step.py [--size 17m] [--steps 10] [--repeats 2]
@@ -25,7 +25,7 @@ SPECIAL = dict(bos_token_id=1, eos_token_id=2, pad_token_id=3, cls_token_id=1, s
 
 
 def _reference():
-    path = Path(__file__).resolve().parents[1] / "tests" / "test_optim.py"
+    path = Path(__file__).resolve().parents[1] / "tests" / "unit" / "test_optim.py"
     spec = importlib.util.spec_from_file_location("_test_optim", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

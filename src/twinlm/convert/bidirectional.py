@@ -3,7 +3,7 @@
 transformers 5 builds every mask of these families with `create_causal_mask` /
 `create_sliding_window_causal_mask`, which fall back to the bidirectional (sliding) mask when
 `config.is_causal` is False, and the model's forward passes `is_causal` on to SDPA (ETTIN-FACTS
-§6; checked for each family below on tiny random models in tests/test_llm2vec_bidirectional.py).
+§6; checked for each family below on tiny random models in tests/unit/test_llm2vec_bidirectional.py).
 Padding stays masked. `config.is_causal` is written to config.json by `save_pretrained` and read
 back by `from_pretrained` (also inside `SentenceTransformer(path)`), so a saved model reloads
 bidirectional without twinlm. Eager attention breaks (ModernBertDecoder's eager path raises a
