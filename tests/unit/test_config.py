@@ -109,8 +109,9 @@ def _settings_classes():
     from twinlm.commands.convert import CrossSettings
     from twinlm.commands.encode import EncodeSettings
     from twinlm.commands.search import SearchSettings
+    from twinlm.data.prepare.settings import PrepareSettings
 
-    return [(("sft",), SFTSettings), (("bco",), BCOSettings), (("generate",), GenerationSettings),
+    return [(("prepare",), PrepareSettings), (("sft",), SFTSettings), (("bco",), BCOSettings), (("generate",), GenerationSettings),
             (("encode",), EncodeSettings), (("search",), SearchSettings),
             (("convert", "decoder-to-encoder"), CrossSettings), (("convert", "encoder-to-decoder"), CrossSettings)]
 
@@ -173,3 +174,25 @@ def test_convert_flags_build_the_cross_settings():
     with pytest.raises(UserError, match="--tokens must be at least 1"):
         config.from_flags(CrossSettings, build_parser().parse_args(
             ["convert", "encoder-to-decoder", "m", "--out", "o", "--tokens", "0"]))
+
+
+def test_prepare_flags_build_the_prepare_settings():
+    from twinlm.data.prepare.settings import PrepareSettings
+
+    argv = ["prepare", "corpus.txt", "--tokenizer", "t", "--out", "o"]
+    assert config.from_flags(PrepareSettings, build_parser().parse_args(argv)) == PrepareSettings()
+    args = build_parser().parse_args([*argv, "--heldout-share", "0.1", "--seed", "7", "--text-column", "body"])
+    assert config.from_flags(PrepareSettings, args) == PrepareSettings(heldout_share=0.1, seed=7, text_column="body")
+    with pytest.raises(UserError, match="--heldout-max-tokens='many' is not a valid int"):
+        config.from_flags(PrepareSettings, build_parser().parse_args([*argv, "--heldout-max-tokens", "many"]))
+
+
+def test_building_the_cli_imports_no_model_stack():
+    """Flags come from settings dataclasses at start-up; those must live in light modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from twinlm.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

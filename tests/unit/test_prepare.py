@@ -297,6 +297,9 @@ def test_recipe_form_takes_source_tokenizer_and_seed_from_the_recipe(tmp_path, t
     assert len(load_tokenizer(str(tmp_path / "T" / "tokenizer"))) == 280
     assert main(["prepare", "micro", "--out", str(tmp_path / "W")]) == 2
     assert "built-in world" in capsys.readouterr().err
+    # The recipe names its text column and split; the flags are refused, not silently ignored.
+    assert main(["prepare", str(recipe), "--out", str(tmp_path / "X"), "--split", "validation"]) == 2
+    assert "set the text column and split in it" in capsys.readouterr().err and not (tmp_path / "X").exists()
     # Another source with the recipe's tokenizer and settings: SOURCE --recipe RECIPE.
     other = tmp_path / "other.txt"
     other.write_text("\n\n".join(WORDS))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from twinlm.config import add_flags, from_flags, given
+from twinlm.data.prepare.settings import PrepareSettings
+
 HELP = """Tokenize a corpus into a prepared folder OUT: OUT/train and OUT/heldout (sharded token
 stores), OUT/tokenizer and OUT/prepare.json. Then train on it with
 `twinlm pretrain RECIPE --set data.source=OUT`.
@@ -48,21 +51,10 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field (recipe form only), e.g. --set data.split=validation")
     p.add_argument("--phase", help="recipe form: prepare this phase's source instead of data.source")
-    p.add_argument("--text-column", default=None, help="column holding the text in tabular sources (default: text)")
-    p.add_argument("--split", default=None, help="split of a save_to_disk or hub dataset (default: train)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--shard", metavar="i/n", help="prepare only units u with u %% n == i (one machine of n); "
                    "merge the n parts with --merge")
-    p.add_argument("--shard-tokens", type=int, default=2**27, help="tokens per shard file, at most (default 2**27)")
-    p.add_argument("--unit-bytes", type=int, default=None,
-                   help="source bytes per unit of work (default: corpus size / 256, between 1 and 256 MiB)")
-    p.add_argument("--heldout-share", type=float, default=None,
-                   help="share of documents held out for evaluation (default 0.005, or the recipe's data.heldout_share)")
-    p.add_argument("--heldout-max-documents", type=int, default=None,
-                   help="at most this many held-out documents (default 2000, or data.heldout_max_documents)")
-    p.add_argument("--heldout-max-tokens", type=int, default=None,
-                   help="held-out documents stop before this many tokens (default 2,000,000, or data.heldout_max_tokens)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the held-out draw (default 42, or training.seed)")
+    add_flags(p, PrepareSettings)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
     p.set_defaults(func=run)
 
@@ -104,46 +96,37 @@ def _run(args) -> int:
 
 
 def _prepare(args, shard):
-    from twinlm.data.prepare.pipeline import PrepareSettings, plan_prepare, prepare
+    from twinlm.data.prepare.pipeline import plan_prepare, prepare
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.errors import UserError
 
     if args.tokenizer:
         if args.overrides or args.phase or args.recipe:
             raise UserError("--recipe, --set and --phase belong to the recipe form (no --tokenizer)")
-        settings = PrepareSettings(
-            text_column=args.text_column or "text", split=args.split or "train", shard_tokens=args.shard_tokens,
-            unit_bytes=args.unit_bytes, heldout_share=_pick(args.heldout_share, 0.005),
-            heldout_max_documents=_pick(args.heldout_max_documents, 2000),
-            heldout_max_tokens=_pick(args.heldout_max_tokens, 2_000_000), seed=_pick(args.seed, 42))
+        settings = from_flags(PrepareSettings, args)
         plan = plan_prepare(args.source, settings)  # source errors before the tokenizer is loaded
         return prepare(args.source, load_tokenizer(args.tokenizer), args.out, plan=plan,
                        tokenizer_name=args.tokenizer, workers=args.workers, shard=shard,
                        overwrite=args.overwrite, progress=not args.no_progress)
     from twinlm.recipe import load_recipe
 
-    if args.text_column or args.split:
+    flags = given(PrepareSettings, args)
+    if "text_column" in flags or "split" in flags:
         raise UserError("with a recipe, set the text column and split in it: --set data.text_column=NAME")
     recipe = load_recipe(args.recipe or args.source, args.overrides)
     if args.recipe and args.phase:
         raise UserError("give either SOURCE --recipe RECIPE, or RECIPE --phase NAME")
     source = args.source if args.recipe and args.source else _recipe_source(recipe, args.phase)
     data = recipe.data
-    settings = PrepareSettings(
-        text_column=data.text_column, split=data.split, shard_tokens=args.shard_tokens, unit_bytes=args.unit_bytes,
-        # data-core adds these recipe fields; until then the defaults stand in.
-        heldout_share=_pick(args.heldout_share, getattr(data, "heldout_share", 0.005)),
-        heldout_max_documents=_pick(args.heldout_max_documents, getattr(data, "heldout_max_documents", 2000)),
-        heldout_max_tokens=_pick(args.heldout_max_tokens, getattr(data, "heldout_max_tokens", 2_000_000)),
-        seed=_pick(args.seed, recipe.training.seed))
+    # The recipe's values replace the dataclass defaults; flags given on the command line win.
+    from_recipe = dict(text_column=data.text_column, split=data.split, heldout_share=data.heldout_share,
+                       heldout_max_documents=data.heldout_max_documents,
+                       heldout_max_tokens=data.heldout_max_tokens, seed=recipe.training.seed)
+    settings = PrepareSettings(**{**from_recipe, **flags})
     plan = plan_prepare(source, settings)
     name, tokenizer = _recipe_tokenizer(recipe, source, args.out)
     return prepare(source, tokenizer, args.out, plan=plan, tokenizer_name=name, workers=args.workers,
                    shard=shard, overwrite=args.overwrite, progress=not args.no_progress)
-
-
-def _pick(value, default):
-    return default if value is None else value
 
 
 def _recipe_source(recipe, phase_name: str | None) -> str:

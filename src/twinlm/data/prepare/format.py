@@ -1,6 +1,6 @@
-"""The prepared folder's format: its file names, the settings that decide its content, and the
-fingerprints that tell whether an unfinished prepare is the same job. A leaf: the pipeline, the
-unit workers and the final step all read it, and it imports none of them.
+"""The prepared folder's format: its file names, the settings that decide its content (defined in
+`settings`), and the fingerprints that tell whether an unfinished prepare is the same job. A leaf:
+the pipeline, the unit workers and the final step all read it, and it imports none of them.
 
 A prepared folder `P` holds `prepare.json` (`META`: tokenizer, source, settings; `"complete":
 true` only once everything is written), `tokenizer/`, and two token stores (`twinlm.data.store`):
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+# Re-exported: its home is prepare.settings, a leaf the CLI can import at start-up.
+from twinlm.data.prepare.settings import PrepareSettings as PrepareSettings
 from twinlm.data.sources.pieces import Piece
 from twinlm.data.store import is_store
 from twinlm.data.tokenizer import tokenizer_fingerprint
-from twinlm.errors import UserError
 
 FORMAT = "twinlm-prepared"
 VERSION = 1
@@ -26,30 +26,6 @@ META = "prepare.json"
 LOCK = ".lock"
 UNITS, PROGRESS = ".units", ".progress"
 IDS_COLUMN = "input_ids"  # data.ids_column's default: a source with this column is pre-tokenized
-
-
-@dataclass
-class PrepareSettings:
-    """Everything that changes the prepared stores' content (part of the resume check)."""
-
-    text_column: str = "text"
-    split: str = "train"
-    shard_tokens: int = 2**27  # a unit's shards roll over past this many tokens
-    unit_bytes: int | None = None  # source bytes per unit of work; None: total/256, within 1-256 MiB
-    heldout_share: float = 0.005
-    heldout_max_documents: int = 2000
-    heldout_max_tokens: int = 2_000_000  # the held-out split also stops before this many tokens
-    seed: int = 42  # of the held-out hash (twinlm.data.heldout); a recipe's training.seed
-
-    def check(self) -> None:
-        if not 0.0 <= self.heldout_share < 1.0:
-            raise UserError(f"--heldout-share must be in [0, 1), got {self.heldout_share}")
-        if self.heldout_max_documents < 0 or self.heldout_max_tokens < 0:
-            raise UserError("--heldout-max-documents and --heldout-max-tokens must be >= 0")
-        if self.shard_tokens < 1:
-            raise UserError(f"--shard-tokens must be >= 1, got {self.shard_tokens}")
-        if self.unit_bytes is not None and self.unit_bytes < 1:
-            raise UserError(f"--unit-bytes must be >= 1, got {self.unit_bytes}")
 
 
 def read_meta(folder: Path) -> dict | None:
