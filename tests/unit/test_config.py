@@ -196,3 +196,29 @@ def test_building_the_cli_imports_no_model_stack():
             "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_eval_budget_flags_are_eval_configs_and_suite_sees_only_those_given(command, tmp_path):
+    from twinlm.commands.suite import settings_from_args
+    from twinlm.evaluate.config import EvalConfig, flag_values
+
+    actions = _subparser(command)._actions
+    documented = [f for f in fields(EvalConfig) if "help" in f.metadata]
+    assert {"seeds", "steps", "batch_size", "max_length", "max_items", "pooling"} <= {f.name for f in documented}
+    for f in documented:
+        mine = [a for a in actions if a.dest == f.name]
+        assert mine and all(a.default is argparse.SUPPRESS for a in mine), f.name
+    argv = [command, "m", "--out", str(tmp_path / "o")]
+    plain = build_parser().parse_args(argv)
+    assert EvalConfig(**flag_values(plain)) == EvalConfig()
+    suite = settings_from_args(plain)  # nothing given: Ettin's sweep decides every budget
+    assert (suite.seeds, suite.steps, suite.batch_sizes, suite.max_length, suite.max_items) == (None,) * 5
+    flagged = build_parser().parse_args([*argv, "--seeds", "2", "--batch-size", "16", "--pooling", "cls",
+                                         "--lrs", "1e-4,2e-4", "--tasks", "choice"])
+    values = flag_values(flagged)
+    assert values == {"seeds": 2, "batch_size": 16, "pooling": "cls"}
+    suite = settings_from_args(flagged)
+    assert (suite.seeds, suite.batch_sizes, suite.pooling, suite.steps) == ((42, 43), (16,), "cls", None)
+    with pytest.raises(UserError, match="--steps must be >= 1"):
+        settings_from_args(build_parser().parse_args([*argv, "--steps", "0"]))

@@ -6,6 +6,7 @@ import argparse
 
 from twinlm.commands.common import add_output_args, parse_lrs, quiet_libraries
 from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
+from twinlm.config import add_flags
 
 HELP = """Evaluate MODEL on the comparison tasks: intrinsic (masked accuracy / perplexity on held-out
 text), classification (fine-tuned 3-way NLI head: accuracy, macro-F1), retrieval (fine-tuned
@@ -23,52 +24,33 @@ generative tasks, WinoGender), resumable with --resume; see the "benchmark suite
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    from twinlm.evaluate.config import TASK_NAMES
+    from twinlm.evaluate.config import TASK_NAMES, EvalConfig
 
     p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; a "
                    "model without a twinlm recipe runs only the tasks named here and the --lm-eval/--mteb benchmarks)")
-    # Budget flags default to None so that --suite can tell "not given" (Ettin's sweep) from a value.
-    p.add_argument("--seeds", type=int, help="fine-tuning seeds per learning rate (default: 3; --suite: Ettin's one, 42)")
-    p.add_argument("--lrs", help="learning-rate grid, same for every model (default: 1e-4,3e-4,1e-3; --suite: Ettin's "
-                   "sweep, 1e-5,3e-5,5e-5,8e-5,1e-4,3e-4)")
-    p.add_argument("--steps", type=int, help="fine-tuning steps per run (default: 150; --suite: Ettin's epochs per task)")
+    p.add_argument("--lrs", help="learning-rate grid, same for every model (default: "
+                   f"{','.join(f'{lr:g}' for lr in EvalConfig().lrs)}; --suite: Ettin's sweep, 1e-5,3e-5,5e-5,8e-5,1e-4,3e-4)")
     p.add_argument("--task-steps", help="per-task steps overriding --steps, e.g. retrieval=150,classification=60")
     p.add_argument("--task-lrs", help="per-task learning-rate grids overriding --lrs, e.g. retrieval=1e-3/3e-4")
-    p.add_argument("--batch-size", type=int, help="fine-tuning batch size (default: 32; --suite: Ettin's sweep, 16,32,64,128)")
-    p.add_argument("--max-length", type=int, help="tokens per fine-tuning input (default: 128; --suite: 512, Ettin's)")
-    p.add_argument("--max-items", type=int, help="cap on multiple-choice items and held-out texts (default: 400; "
-                   "--suite: items scored per task, default all)")
-    p.add_argument("--pooling", default="auto", choices=["auto", "mean", "cls"],
-                   help="encoder pooling for classification and retrieval (default auto: sentence-transformers' "
-                   "default, i.e. a sentence-transformers model's own pooling, else mean; decoders: last token)")
-    p.add_argument("--nli-data", help="jsonl/csv of premise, hypothesis, label (optional split column) for classification")
-    p.add_argument("--choice-data", help="jsonl of context, choices, answer (index) for multiple choice")
-    p.add_argument("--encoder-scoring", default="ettin", choices=["ettin", "pll"],
-                   help="how an encoder scores a continuation, in the choice task and --lm-eval: ettin (default, Ettin's "
-                   "protocol): left to right, each token replaced by [MASK] followed by two more [MASK]s and [SEP], nothing "
-                   "after them visible, the first mask's prediction scores it (the end token is scored too); pll: classic "
-                   "pseudo-log-likelihood, one continuation token masked at a time with everything else visible")
-    p.add_argument("--beir", help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, qrels/train.tsv)")
+    # Absent flags stay absent (not a default value), so that --suite can tell "not given" (Ettin's
+    # sweep) from a value.
+    add_flags(p, EvalConfig)
 
 
 def config_from_args(args):
-    from twinlm.evaluate.config import TASK_NAMES, EvalConfig, parse_task_values
+    from twinlm.evaluate.config import TASK_NAMES, EvalConfig, flag_values, parse_task_values
 
-    lrs = parse_lrs(args.lrs) if args.lrs is not None else [1e-4, 3e-4, 1e-3]
+    flags = flag_values(args)
+    if args.lrs is not None:
+        flags["lrs"] = parse_lrs(args.lrs)
     named = args.tasks is not None
     cfg = EvalConfig(tasks=[t.strip() for t in (args.tasks if named else ",".join(TASK_NAMES)).split(",") if t.strip()],
-                     default_tasks=not named, seeds=_given(args.seeds, 3), lrs=lrs, steps=_given(args.steps, 150),
+                     default_tasks=not named,
                      task_steps=parse_task_values(args.task_steps, "--task-steps", many=False),
                      task_lrs=parse_task_values(args.task_lrs, "--task-lrs", many=True),
-                     batch_size=_given(args.batch_size, 32), max_length=_given(args.max_length, 128),
-                     max_items=_given(args.max_items, 400), pooling=args.pooling, nli_data=args.nli_data,
-                     choice_data=args.choice_data, beir=args.beir, encoder_scoring=args.encoder_scoring)
+                     **flags)
     inputs = args.inputs if hasattr(args, "inputs") else [args.model]
     return fit_embedding_models(inputs, cfg, lm_eval=bool(getattr(args, "lm_eval", None)))
-
-
-def _given(value, default):
-    return default if value is None else value
 
 
 def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):

@@ -47,25 +47,30 @@ def settings_from_args(args):
 
     from twinlm.commands.common import parse_lrs
     from twinlm.errors import UserError
+    from twinlm.evaluate.config import EvalConfig, flag_values
     from twinlm.evaluate.suite.base import SuiteSettings
 
+    # The budget flags are EvalConfig's; only those given replace Ettin's sweep.
+    flags = flag_values(args)
     for flag in ("seeds", "steps", "batch_size", "max_length", "max_items", "lm_eval_limit", "max_train"):
-        value = getattr(args, flag, None)
+        value = flags.get(flag, getattr(args, flag, None))
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
     if args.lrs is not None and (not parse_lrs(args.lrs) or any(x <= 0 for x in parse_lrs(args.lrs))):
         raise UserError(f"--lrs must hold positive numbers, got {args.lrs!r}")
+    nli_data = flags.get("nli_data")
     return SuiteSettings(
         data_dir=Path(args.data_dir) if args.data_dir else None, skip_missing=args.skip_missing,
-        max_items=args.max_items, lm_eval_limit=getattr(args, "lm_eval_limit", None),
+        max_items=flags.get("max_items"), lm_eval_limit=getattr(args, "lm_eval_limit", None),
         lm_eval_batch_size=getattr(args, "lm_eval_batch_size", 8),
         lrs=tuple(parse_lrs(args.lrs)) if args.lrs is not None else None,
-        seeds=tuple(42 + i for i in range(args.seeds)) if args.seeds is not None else None,
-        steps=args.steps, batch_sizes=(args.batch_size,) if args.batch_size is not None else None,
-        max_length=args.max_length, pooling=args.pooling, encoder_scoring=args.encoder_scoring,
-        classification_data=tuple(args.classification_data or ()) + ((args.nli_data,) if args.nli_data else ()),
+        seeds=tuple(42 + i for i in range(flags["seeds"])) if "seeds" in flags else None,
+        steps=flags.get("steps"), batch_sizes=(flags["batch_size"],) if "batch_size" in flags else None,
+        max_length=flags.get("max_length"), pooling=flags.get("pooling", EvalConfig.pooling),
+        encoder_scoring=flags.get("encoder_scoring", EvalConfig.encoder_scoring),
+        classification_data=tuple(args.classification_data or ()) + ((nli_data,) if nli_data else ()),
         retrieval_train=args.retrieval_train, max_train=args.max_train,
         mteb_tasks=tuple(t.strip() for t in args.mteb_tasks.split(",") if t.strip()) if args.mteb_tasks else None)
 

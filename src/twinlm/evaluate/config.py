@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from twinlm.config import given
 from twinlm.errors import UserError
 
 TASK_NAMES = ("intrinsic", "classification", "retrieval", "choice", "bias")
 FINETUNED = ("classification", "retrieval")
 POOLINGS = ("auto", "mean", "cls")
+SCORINGS = ("ettin", "pll")
 
 
 @dataclass
@@ -28,24 +31,35 @@ class EvalConfig:
     # True when `tasks` is the default list rather than named by the user: a model without a twinlm
     # recipe has no built-in world, so it then runs none of them (only --lm-eval / --mteb).
     default_tasks: bool = False
-    seeds: int = 3
+    seeds: int = field(default=3, metadata={"help": "fine-tuning seeds per learning rate (--suite: Ettin's one, 42)"})
     lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
-    steps: int = 150
+    steps: int = field(default=150, metadata={"help": "fine-tuning steps per run (--suite: Ettin's epochs per task)"})
     # Per-task overrides of `steps` and `lrs` ({"retrieval": 150}): tasks differ in how long they
     # take to leave the trivial loss, and every model still gets the same budget per task.
     task_steps: dict[str, int] = field(default_factory=dict)
     task_lrs: dict[str, list[float]] = field(default_factory=dict)
-    batch_size: int = 32
-    max_length: int = 128
-    max_items: int = 400
+    batch_size: int = field(default=32, metadata={
+        "help": "fine-tuning batch size (--suite: Ettin's sweep, 16,32,64,128)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per fine-tuning input (--suite: 512, Ettin's)"})
+    max_items: int = field(default=400, metadata={
+        "help": "cap on multiple-choice items and held-out texts (--suite: items scored per task; all if absent)"})
     # Encoder pooling for classification and retrieval. "auto" follows Ettin: sentence-transformers'
     # default (the model's own pooling for a sentence-transformers folder, else mean; mean is also
     # what ModernBERT's published classifier configs use); decoders always pool the last token.
-    pooling: str = "auto"
-    nli_data: str | None = None
-    choice_data: str | None = None
-    beir: str | None = None
-    encoder_scoring: str = "ettin"
+    pooling: str = field(default="auto", metadata={"choices": POOLINGS, "help": (
+        "encoder pooling for classification and retrieval; auto: sentence-transformers' default, i.e. a "
+        "sentence-transformers model's own pooling, else mean; decoders: last token")})
+    nli_data: str | None = field(default=None, metadata={
+        "help": "jsonl/csv of premise, hypothesis, label (optional split column) for classification"})
+    choice_data: str | None = field(default=None, metadata={
+        "help": "jsonl of context, choices, answer (index) for multiple choice"})
+    beir: str | None = field(default=None, metadata={
+        "help": "BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, qrels/train.tsv)"})
+    encoder_scoring: str = field(default="ettin", metadata={"choices": SCORINGS, "help": (
+        "how an encoder scores a continuation, in the choice task and --lm-eval: ettin (Ettin's protocol): "
+        "left to right, each token replaced by [MASK] followed by two more [MASK]s and [SEP], nothing after "
+        "them visible, the first mask's prediction scores it (the end token is scored too); pll: classic "
+        "pseudo-log-likelihood, one continuation token masked at a time with everything else visible")})
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
@@ -65,7 +79,7 @@ class EvalConfig:
             raise UserError(f"task_lrs must hold positive numbers, got {self.task_lrs}")
         if self.pooling not in POOLINGS:
             raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.encoder_scoring not in ("ettin", "pll"):
+        if self.encoder_scoring not in SCORINGS:
             raise UserError(f"encoder_scoring must be ettin or pll, got {self.encoder_scoring!r}")
         for name in ("nli_data", "choice_data", "beir"):
             value = getattr(self, name)
@@ -96,6 +110,13 @@ def parse_task_values(text: str | None, what: str, many: bool) -> dict:
             example = "retrieval=1e-3/3e-4,classification=1e-4" if many else "retrieval=150,classification=60"
             raise UserError(f"{what} takes TASK=VALUE pairs such as {example}, got {part!r}") from None
     return out
+
+
+def flag_values(args: argparse.Namespace) -> dict:
+    """The EvalConfig fields whose flags (made by `config.add_flags`: the documented fields) were
+    given, as typed values. tasks, lrs and the per-task tables have hand-parsed flags of their own."""
+    documented = {f.name for f in fields(EvalConfig) if "help" in f.metadata}
+    return given(EvalConfig, argparse.Namespace(**{k: v for k, v in vars(args).items() if k in documented}))
 
 
 def encoder_pooling(pooling: str, path: str) -> str:
