@@ -89,14 +89,14 @@ def test_supervised_stage_runs_and_changes_the_embeddings(micro_run, supervised_
 
 
 def test_simcse_reads_the_extra_unlabeled_texts(micro_run, tmp_path, capsys, monkeypatch):
-    import twinlm.convert.simcse as simcse
+    import twinlm.convert.llm2vec as llm2vec
 
     seen = {}
 
     def spy(model, rows, work, **kwargs):
         seen.update(rows)
 
-    monkeypatch.setattr(simcse, "contrastive_train", spy)
+    monkeypatch.setattr(llm2vec, "contrastive_train", spy)  # llm2vec calls the name it imported
     queries = tmp_path / "queries.jsonl"
     asked = ["Who founded Acme?", "Where is Lindenhall University?", "What does Kai Berg do?"]
     queries.write_text("".join(json.dumps({"text": q}) + "\n" for q in asked))
