@@ -22,6 +22,7 @@ def reranker(micro_run, tmp_path_factory):
     return rerank.finetune(recipe, out)
 
 
+@pytest.mark.slow  # 53-79 s on 2 cores: the default suite stays near its 8-minute budget
 def test_training_improves_reranking(micro_run, tmp_path):
     """Acceptance, with the shipped recipe (1000 steps, ~45 s): the loss sits at the constant
     predictor's value for ~600 steps, then the cross-encoder learns to match names. On the micro
