@@ -1,7 +1,9 @@
 """A sequence-classification (or regression) head fine-tuned with the HF Trainer, as the suite's
-GLUE-style tasks need it: encoders pool as `--pooling` says (mean unless the model says
-otherwise, sentence-transformers' default and ModernBERT's published classifier configs), decoders
-classify from the last token (ModernBertDecoderForSequenceClassification)."""
+GLUE-style tasks need it: ModernBERT encoders pool as `--pooling` says (mean unless the model says
+otherwise, sentence-transformers' default and ModernBERT's published classifier configs); other
+encoders keep their class's own head, which has no pooling choice (BERT: the pooler over [CLS], as
+run_glue fine-tunes it); decoders classify from the last token
+(ModernBertDecoderForSequenceClassification)."""
 
 from __future__ import annotations
 
@@ -14,19 +16,25 @@ from twinlm.evaluate.config import encoder_pooling
 from twinlm.evaluate.convergence import prior_entropy
 
 
-def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None):
+def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None,
+              seed: int | None = None):
     """(model, tokenizer): a fresh head on the model at `path`, or on the body of `start` (a
     fine-tuned checkpoint of another task, e.g. MNLI: its head is replaced when the label count
-    differs)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    differs). `seed` (the run's) is set just before the new head's weights are drawn, as run_glue
+    does, so that a run's result depends on its own settings, not on what ran before it."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     tok = AutoTokenizer.from_pretrained(path)
     kwargs = {}
-    if architecture == "encoder":
+    # Only ModernBERT-style heads take a pooling; given to any other class (BertForSequence-
+    # Classification, ...) the keyword reaches its __init__ and fails there.
+    if architecture == "encoder" and hasattr(AutoConfig.from_pretrained(start or path), "classifier_pooling"):
         mode = encoder_pooling(pooling, path)
         kwargs["classifier_pooling"] = mode if mode in ("cls", "mean") else "mean"
     labels = {} if num_labels == 1 else {"id2label": {i: str(i) for i in range(num_labels)},
                                          "label2id": {str(i): i for i in range(num_labels)}}
+    if seed is not None:
+        set_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         start or path, num_labels=num_labels, pad_token_id=tok.pad_token_id,
         problem_type="regression" if num_labels == 1 else "single_label_classification",
