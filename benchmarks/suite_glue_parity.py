@@ -11,8 +11,8 @@ max_length=L)` with no padding, the Trainer with its default collator, `trainer.
 evaluation split, and the metric as `evaluate`'s glue / super_glue metrics compute it (sklearn's
 accuracy_score, f1_score and matthews_corrcoef, scipy's pearsonr and spearmanr). Both routes get
 the same hyperparameters: learning rate, batch size, optimiser steps, seed (also the data order),
-max length, 6% warmup then linear decay, weight decay 8e-6, AdamW betas (0.9, 0.98), eps 1e-6
-(the suite's fixed Ettin values, passed to the Trainer as run_glue's flags would pass them).
+max length, and the warmup (6%, then linear decay), weight decay and AdamW betas / eps exactly as
+the suite handed them to its Trainer (read by a spy on heads.train; run_glue takes them as flags).
 
 Data (checked 2026-12-03: no registry package ships a GLUE task at fine-tuning size; see
 docs/results.md for the packages searched):
@@ -197,11 +197,12 @@ def glue_rows(task, split, files, texts, label_col, names) -> list[dict]:
 
 @contextmanager
 def spy():
-    """Keeps what the suite's head module returns (the model and its predictions), unchanged."""
+    """Keeps what the suite's head module is given and returns (the model, the optimiser settings
+    handed to the Trainer, the predictions), changing nothing."""
     from twinlm.evaluate.suite import heads
 
-    seen = {"preds": [], "nets": []}
-    load, predict = heads.load_head, heads.predict
+    seen = {"preds": [], "nets": [], "train": []}
+    load, predict, train = heads.load_head, heads.predict, heads.train
 
     def load_spy(*a, **k):
         net, tok = load(*a, **k)
@@ -213,11 +214,15 @@ def spy():
         seen["preds"].append(out)
         return out
 
-    heads.load_head, heads.predict = load_spy, predict_spy
+    def train_spy(*a, **k):
+        seen["train"].append({key: k[key] for key in ("lr", "batch_size", "weight_decay", "warmup", "adam")})
+        return train(*a, **k)
+
+    heads.load_head, heads.predict, heads.train = load_spy, predict_spy, train_spy
     try:
         yield seen
     finally:
-        heads.load_head, heads.predict = load, predict
+        heads.load_head, heads.predict, heads.train = load, predict, train
 
 
 def suite_route(part: str, task: str, ref, settings) -> tuple[dict, dict]:
@@ -320,7 +325,8 @@ def compare(task, splits, suite_rec, seen, field, evals, columns, hp) -> list[di
     net, tok = seen["nets"][-1]
     rows = []
     for i, split in enumerate(splits):
-        ours, theirs = seen["preds"][i], field["preds"][split]
+        # The last predictions per split are the final model's (the suite may also evaluate during training).
+        ours, theirs = seen["preds"][len(seen["preds"]) - len(splits) + i], field["preds"][split]
         if isinstance(ours[0], float):
             agree = sum(abs(a - b) < 1e-4 for a, b in zip(ours, theirs))
         else:
@@ -360,8 +366,12 @@ def run_task(part, task, ref, hp, mirror, file, out, pooling) -> tuple[list[dict
     started = time.perf_counter()
     record, seen = suite_route(part, name, ref, settings)
     mid = time.perf_counter()
+    # The optimiser settings exactly as the suite handed them to its Trainer (run_glue takes the same
+    # as flags: --weight_decay, --warmup_steps, --adam_beta1/2, --adam_epsilon).
+    given = seen["train"][-1]
+    assert (given["lr"], given["batch_size"]) == (hp.lr, hp.batch_size), given
     field = field_route(ref.path, task, (columns[0], columns[1] if len(columns) > 1 else None), train, evals,
-                        labels, hp, G.ADAM, G.WARMUP, G.WEIGHT_DECAY)
+                        labels, hp, given["adam"], given["warmup"], given["weight_decay"])
     end = time.perf_counter()
     rows = compare(task, splits, record, seen, field, evals, columns, hp)
     net = seen["nets"][-1][0]
@@ -369,7 +379,7 @@ def run_task(part, task, ref, hp, mirror, file, out, pooling) -> tuple[list[dict
         row.update(suite_steps=record["steps"], field_steps=field["steps"], suite_head=type(net).__name__,
                    field_head=field["head"], suite_pooling=getattr(net.config, "classifier_pooling", None),
                    field_pooling=field["pooling"], train_rows=len(train), suite_final_loss=record["final_loss"],
-                   trivial_loss=record["trivial_loss"])
+                   trivial_loss=record["trivial_loss"], trainer_weight_decay=given["weight_decay"])
     return rows, mid - started, end - mid
 
 
