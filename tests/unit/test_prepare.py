@@ -150,7 +150,7 @@ def test_shards_roll_over_and_merge_equals_one_machine(tmp_path, tok):
     part_file = tmp_path / "part0" / ".units" / "u000000" / "shard-000000.bin"
     assert (tmp_path / "merged" / "train" / first).stat().st_ino == part_file.stat().st_ino
     assert is_prepared(tmp_path / "merged")
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match="exists; pass --overwrite to replace it"):
         merge(parts, tmp_path / "merged")
     with pytest.raises(UserError, match="is a complete prepared folder, not a part"):
         merge([tmp_path / "whole"], tmp_path / "again")

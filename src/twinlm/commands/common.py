@@ -20,15 +20,6 @@ def add_output_args(p: argparse.ArgumentParser, what: str = "results") -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def parse_lrs(text: str) -> list[float]:
-    from twinlm.errors import UserError
-
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--lrs must be comma-separated numbers, got {text!r}") from None
-
-
 @contextlib.contextmanager
 def quiet_libraries():
     """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples")
