@@ -257,8 +257,10 @@ def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         if "help" in f.metadata and f.name in vars(args):  # a flag add_flags made, not a namesake
             flag, value = flag_of(f), getattr(args, f.name)
-            if _is_table(hints[f.name]) and isinstance(value, str):
-                value = _table(value, flag, f, _is_list(_table_values(hints[f.name])))
+            if _is_table(hints[f.name]) and isinstance(value, str | list):
+                many = _is_list(_table_values(hints[f.name]))
+                value = {k: v for item in ([value] if isinstance(value, str) else value)
+                         for k, v in _table(item, flag, f, many).items()}
             elif _is_list(hints[f.name]) and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             values[f.name] = _at_least(f, coerce(hints[f.name], value, flag, "setting"), flag)
