@@ -55,7 +55,7 @@ from twinlm.data.prepare.units import (
     worker_init,
 )
 from twinlm.data.sources import ids as token_ids
-from twinlm.data.sources.pieces import Piece, source_columns, source_pieces
+from twinlm.data.sources.pieces import Piece, source_pieces
 from twinlm.data.sources.resolve import describe_source, source_fingerprint
 from twinlm.data.store import id_dtype
 from twinlm.data.tokenizer import for_twin
@@ -93,20 +93,9 @@ class _Plan:
 
 
 def _classify(source: str, settings: PrepareSettings) -> str:
-    """'text' or 'tokens' for the whole source; UserError naming the columns if neither."""
-    kinds = set()
-    for where, columns in source_columns(source, settings.split):
-        if columns is None or settings.text_column in columns:
-            kinds.add("text")
-        elif IDS_COLUMN in columns:
-            kinds.add("tokens")
-        else:
-            found = ", ".join(columns) or "none"
-            raise UserError(f"{where}: no text column '{settings.text_column}' and no token-id column "
-                            f"'{IDS_COLUMN}'; columns found: {found}; name the text column with --text-column NAME")
-    if len(kinds) > 1:
-        raise UserError(f"{source} mixes text and pre-tokenized ({IDS_COLUMN}) files; prepare them separately")
-    return kinds.pop() if kinds else "text"
+    """'text' or 'tokens' for the whole source (the rule pretraining's reader applies too)."""
+    return token_ids.probe_source(source, IDS_COLUMN, settings.text_column, settings.split,
+                                  fix="name the text column with --text-column NAME").kind
 
 
 def _token_streams(source: str, settings: PrepareSettings) -> list[Piece]:
