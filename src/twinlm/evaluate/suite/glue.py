@@ -67,7 +67,8 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     if extra["start"] == "mnli" and start is None:
         raise UserError(f"glue:{run.task} starts from the best MNLI checkpoint of {model.name}, but none was kept "
                         f"under {settings.out}; run the MNLI part first (or resume the suite that ran it)")
-    net, tok = heads.load_head(model.path, model.architecture, t.labels, settings.pooling, start and str(start))
+    net, tok = heads.load_head(model.path, model.architecture, t.labels, settings.pooling, start and str(start),
+                               seed=run.seed)
     length = int(extra["max_length"])
     losses, steps = heads.train(net, tok, train, t.columns, lr=run.lr, batch_size=int(extra["batch_size"]),
                                 seed=run.seed, epochs=run.epochs, steps=int(extra["steps"] or 0) or None,

@@ -14,11 +14,17 @@ from twinlm.evaluate.config import encoder_pooling
 from twinlm.evaluate.convergence import prior_entropy
 
 
-def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None):
+def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None,
+              seed: int | None = None):
     """(model, tokenizer): a fresh head on the model at `path`, or on the body of `start` (a
     fine-tuned checkpoint of another task, e.g. MNLI: its head is replaced when the label count
-    differs)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    differs). With `seed`, the new head's random initialisation comes from that seed (as Ettin
+    seeds before building the model, bert24 eval.py), not from whatever ran before in the process,
+    so a run's result does not depend on the runs before it (or on --resume)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    if seed is not None:
+        set_seed(seed)
 
     tok = AutoTokenizer.from_pretrained(path)
     kwargs = {}
