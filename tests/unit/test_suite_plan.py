@@ -138,3 +138,12 @@ def test_no_chart_puts_two_metrics_on_one_axis(monkeypatch):
     report.charts(results)
     (fig,) = figs
     assert sorted(ax.get_ylabel() for ax in fig.axes) == ["masked_accuracy", "perplexity"]
+
+
+def test_a_glue_record_says_ettins_cadence_the_best_step_and_that_the_last_evaluation_counts():
+    assert G.EVAL_EVERY == {"mnli": 2300, "qqp": 2000, "qnli": 1000, "sst2": 500, "cola": 250, "stsb": 200,
+                            "mrpc": 100, "rte": 100}  # bert24 src/evals/glue_jobs.py
+    assert G.TASKS["cola"].eval_every == 250
+    rec = G.protocol(250, [(250, 40.0), (500, 55.0), (750, 55.0), (800, 50.0)])
+    assert rec == {"eval_every": 250, "evals": [[250, 40.0], [500, 55.0], [750, 55.0], [800, 50.0]], "best_step": 500,
+                   "scored_step": 800, "early_stopping": False, "stopped_at": None}
