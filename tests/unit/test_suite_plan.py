@@ -147,3 +147,16 @@ def test_a_glue_record_says_ettins_cadence_the_best_step_and_that_the_last_evalu
     rec = G.protocol(250, [(250, 40.0), (500, 55.0), (750, 55.0), (800, 50.0)])
     assert rec == {"eval_every": 250, "evals": [[250, 40.0], [500, 55.0], [750, 55.0], [800, 50.0]], "best_step": 500,
                    "scored_step": 800, "early_stopping": False, "stopped_at": None}
+
+
+def test_generative_metrics_and_bos_are_the_ones_ettins_numbers_were_made_with():
+    """acc_norm / acc / exact_match per task (checked on the paper's Pythia-410m row against
+    EleutherAI/pythia's own harness results, see generative.py) and add_bos_token=True for both
+    twins (Ettin's docs/decoder-eval.md and docs/encoder-generative-eval.md)."""
+    from twinlm.evaluate.suite import generative
+
+    assert {t: s.metric for t, s in generative.TASKS.items()} == {
+        "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "lambada": "acc", "openbookqa": "acc_norm",
+        "piqa": "acc_norm", "sciq": "acc_norm", "siqa": "acc", "triviaqa": "exact_match", "winogrande": "acc",
+        "wsc": "acc"}
+    assert generative.ADD_BOS_TOKEN is True
