@@ -129,6 +129,30 @@ def test_decoder_prompts_are_the_harness_own_and_scores_match_its_samples(micro_
     assert calls and all(ids[0] == bos for ids in calls)
 
 
+def test_no_git_error_reaches_the_user_outside_a_repository(micro_run, tmp_path, monkeypatch, capfd):
+    """simple_evaluate runs `git describe` for its record; outside a repository git printed
+    "fatal: not a git repository" to the terminal in the middle of a suite run."""
+    import os
+
+    from lm_eval.loggers.utils import get_git_commit_hash
+
+    from twinlm.evaluate import benchmarks
+
+    write_mirror(tmp_path / "mirror", ["piqa"])
+    monkeypatch.chdir(tmp_path)
+    expected = get_git_commit_hash()  # the harness's own call, here
+    assert "not a git repository" in capfd.readouterr().err
+    assert benchmarks._git_hash() == expected and "not a git" not in capfd.readouterr().err
+    s = settings(tmp_path)
+    (run,) = generative.plan("piqa", model(micro_run, "decoder"), s)
+    record = generative.execute(run, model(micro_run, "decoder"), s)
+    assert record["n"] == 2
+    assert "not a git repository" not in capfd.readouterr().err
+    # The harness's other stderr output still gets through.
+    benchmarks._quietly(lambda: os.write(2, b"a real problem\n"))
+    assert "a real problem" in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("scoring", ["ettin", "pll"])
 def test_encoder_runs_under_either_scoring(micro_run, tmp_path, scoring):
     write_mirror(tmp_path / "mirror", ["arc_challenge"])
