@@ -180,6 +180,12 @@ def execute(run: SuiteRun, model, settings) -> dict:
     value = next((v for k, v in result.items() if k == spec.metric or k.startswith(spec.metric + ",")), None)
     if value is None:
         raise UserError(f"generative:{run.task}: the harness reported no {spec.metric} (it gave {', '.join(result)})")
+    # The harness's standard error of that metric, on the same 0-100 scale: a finding judged on
+    # one task (report.py, when the ten-task average is incomplete) weighs the gap against it.
+    stderr = next((v for k, v in result.items() if k == f"{spec.metric}_stderr"
+                   or k.startswith(f"{spec.metric}_stderr,")), None)
+    if isinstance(stderr, (int, float)):
+        result["score_stderr"] = 100.0 * stderr
     return {**result, "score": 100.0 * value, "metric": spec.metric, "harness_task": spec.harness,
             "dataset": spec.hub_id + (f" ({spec.config})" if spec.config else ""), "split": spec.split,
             "add_bos_token": ADD_BOS_TOKEN}
