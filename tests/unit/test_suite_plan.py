@@ -160,3 +160,17 @@ def test_generative_metrics_and_bos_are_the_ones_ettins_numbers_were_made_with()
         "piqa": "acc_norm", "sciq": "acc_norm", "siqa": "acc", "triviaqa": "exact_match", "winogrande": "acc",
         "wsc": "acc"}
     assert generative.ADD_BOS_TOKEN is True
+
+
+def test_glue_weight_decay_decays_as_ettins_decoupled_adamw_did():
+    """Composer's DecoupledAdamW (Ettin's) multiplies a weight by 1 - 8e-6 x lr_t/lr_peak per step;
+    the Trainer's torch AdamW, given trainer_weight_decay(lr), must do the same (a zero gradient
+    isolates the decay)."""
+    import torch
+
+    for lr in (1e-5, 8e-5, 3e-4):
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = torch.optim.AdamW([w], lr=lr, weight_decay=G.trainer_weight_decay(lr))
+        w.grad = torch.zeros(4)
+        opt.step()
+        assert torch.allclose(w.detach(), torch.full((4,), 1 - G.WEIGHT_DECAY), rtol=0, atol=1e-9)

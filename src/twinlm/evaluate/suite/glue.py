@@ -83,7 +83,7 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     # configured early stopper never fired), the score taken from the last evaluation.
     losses, steps = heads.train(net, tok, train, t.columns, lr=run.lr, batch_size=int(extra["batch_size"]),
                                 seed=run.seed, epochs=run.epochs, steps=int(extra["steps"] or 0) or None,
-                                max_length=length, weight_decay=G.WEIGHT_DECAY, warmup=G.WARMUP, adam=G.ADAM,
+                                max_length=length, weight_decay=G.trainer_weight_decay(run.lr), warmup=G.WARMUP, adam=G.ADAM,
                                 eval_every=t.eval_every, on_eval=evaluate)
     metrics = evaluate(steps)
     select, score = G.scores(metrics, t.select, t.averaged)

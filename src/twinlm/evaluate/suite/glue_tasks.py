@@ -3,8 +3,9 @@
 From Ettin's GLUE scripts (github.com/orionw/bert24: create_glue_sweep.py, gather_glue_sweep.py,
 eval.py, glue.py, src/evals/glue_jobs.py and src/evals/finetuning_jobs.py):
 * sweep: learning rate {1e-5, 3e-5, 5e-5, 8e-5, 1e-4, 3e-4} x batch {16, 32, 64, 128} x epochs
-  ({1, 2, 3} for MNLI, SST-2, RTE; {2, 5, 10, 12, 15} for the rest), seed 42, weight decay 8e-6,
-  AdamW betas (0.9, 0.98) eps 1e-6, linear decay after 6% warmup, max length 512;
+  ({1, 2, 3} for MNLI, SST-2, RTE; {2, 5, 10, 12, 15} for the rest), seed 42, weight decay 8e-6
+  (decoupled: see trainer_weight_decay), AdamW betas (0.9, 0.98) eps 1e-6, linear decay after 6%
+  warmup, max length 512;
 * selection: the best run of the sweep on the validation split by the task's monitored metric
   (Matthews for CoLA, Spearman for STS-B, accuracy for every other task; MNLI: matched);
 * a task's score in the GLUE average is the mean of all the metrics its evaluators report, x100:
@@ -84,6 +85,15 @@ TASKS = {t.name: t for t in (
 TABLE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
           "qnli": "QNLI", "rte": "RTE"}
+
+
+def trainer_weight_decay(lr: float) -> float:
+    """WEIGHT_DECAY as the HF Trainer's AdamW needs it to decay the weights as Ettin's optimiser
+    did. Ettin's is Composer's DecoupledAdamW (bert24 eval.py, norms and biases excluded as the
+    Trainer excludes them), which shrinks each weight by weight_decay x lr_t / lr_peak per step
+    (composer/optim/decoupled_weight_decay.py); torch's AdamW shrinks it by weight_decay x lr_t.
+    Passing 8e-6 as it is would decay about 1/lr_peak (10^4 to 10^5) times less than Ettin did."""
+    return WEIGHT_DECAY / lr
 
 
 def scores(task_metrics: dict[str, float], select: str, averaged: tuple[str, ...]) -> tuple[float, float]:
