@@ -90,7 +90,7 @@ def test_missing_data_is_one_line_before_any_work_or_a_skip(run_dir, tmp_path, c
 
 
 def test_resume_refuses_a_changed_setting(tmp_path):
-    from twinlm.evaluate.suite.runner import open_out
+    from twinlm.evaluate.suite.runner import STATE, open_out
 
     out = open_out(tmp_path / "o", SuiteSettings(steps=5, lrs=(1e-4,)), overwrite=False, resume=False)
     assert open_out(out, SuiteSettings(steps=5, lrs=(1e-4,), data_dir=tmp_path), False, True) == out  # data may move
@@ -98,6 +98,12 @@ def test_resume_refuses_a_changed_setting(tmp_path):
         open_out(out, SuiteSettings(steps=5, lrs=(1e-3,)), False, True)
     with pytest.raises(UserError, match="pass --resume"):
         open_out(out, SuiteSettings(steps=5), False, False)
+    # A suite started by an older protocol is not continued with runs of the new one.
+    state = json.loads((out / STATE).read_text())
+    state["settings"].pop("protocol")
+    (out / STATE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match=r"setting protocol changed \(None when .* started, 2 now\)"):
+        open_out(out, SuiteSettings(steps=5, lrs=(1e-4,)), False, True)
 
 
 def test_tables_put_twins_side_by_side_with_the_papers_reference_rows():

@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PARTS = ("glue", "retrieval", "generative", "winogender")
+# Raised whenever a part's protocol changes what a finished run's score means (2: GLUE's decoupled
+# weight decay and seeded heads), so that --resume never mixes runs of two protocols.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class SuiteSettings:
         """The settings a finished run's result depends on (a --resume must not change them)."""
         keep = ("max_items", "lm_eval_limit", "lrs", "seeds", "steps", "batch_sizes", "max_length", "pooling",
                 "encoder_scoring", "retrieval_train", "mteb_tasks", "max_train")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+        kept = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+        return {"protocol": PROTOCOL, **kept}
 
     @property
     def batch_size(self) -> int | None:
