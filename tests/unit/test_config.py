@@ -257,3 +257,8 @@ def test_suite_flags_are_suite_settings_fields(command, tmp_path):
                                      mteb_tasks=("SciFact", "NFCorpus"), dry_run=True, lm_eval_limit=5, max_train=100)
     only_mine = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--classification-data", "a.csv"]))
     assert only_mine.suite == "classification"
+    # --nli-data alone replaces the world's NLI data; beside --suite it is one more classification task.
+    world = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--nli-data", "n.jsonl"]))
+    assert (world.suite, world.classification_data) == (None, ())
+    suite = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--nli-data", "n.jsonl", "--suite", "glue"]))
+    assert suite.classification_data == ("n.jsonl",)

@@ -24,10 +24,10 @@ def suite_settings(args) -> SuiteSettings:
     flags = flag_values(args)
     if settings.data_dir is not None and not settings.data_dir.is_dir():
         raise UserError(f"--data-dir {settings.data_dir} is not a folder")
-    if flags.get("nli_data"):
-        settings.classification_data = (*settings.classification_data, flags["nli_data"])
     if settings.classification_data and not settings.suite:
         settings.suite = "classification"  # the user's own classification data is a suite task of its own
+    if flags.get("nli_data") and settings.suite:  # without --suite it replaces the world's NLI task
+        settings.classification_data = (*settings.classification_data, flags["nli_data"])
     budget = dict(max_items=flags.get("max_items"), lrs=tuple(flags["lrs"]) if "lrs" in flags else None,
                   seeds=tuple(42 + i for i in range(flags["seeds"])) if "seeds" in flags else None,
                   steps=flags.get("steps"), batch_sizes=(flags["batch_size"],) if "batch_size" in flags else None,
