@@ -122,7 +122,7 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     length = int(extra["max_length"])
     losses, steps = heads.train(net, tok, train, columns, lr=run.lr, batch_size=int(extra["batch_size"]), seed=run.seed,
                                 epochs=run.epochs, steps=int(extra["steps"] or 0) or None, max_length=length,
-                                weight_decay=glue.G.WEIGHT_DECAY, warmup=glue.G.WARMUP, adam=glue.G.ADAM)
+                                weight_decay=glue.G.trainer_weight_decay(run.lr), warmup=glue.G.WARMUP, adam=glue.G.ADAM)
     gold, pred = list(test["label"]), heads.predict(net, tok, test, columns, length)
     if regression:
         flat = np.ptp(np.asarray(pred, dtype=float)) == 0
