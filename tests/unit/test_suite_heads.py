@@ -53,3 +53,14 @@ def test_pooling_goes_to_modernberts_head_and_other_encoders_keep_their_own(tmp_
     assert heads.load_head(str(tmp_path / "modern"), "encoder", 2, pooling="cls", seed=0)[0].config.classifier_pooling == "cls"
     bert = heads.load_head(tiny_encoder(tmp_path / "bert", "bert"), "encoder", 2, pooling="mean", seed=0)[0]
     assert isinstance(bert, BertForSequenceClassification)  # its own head: the pooler over [CLS]
+
+
+def test_the_worlds_classification_task_loads_a_bert_encoder_too(tmp_path):
+    """The same keyword bug in the world's NLI task (evaluate/classification.py)."""
+    from twinlm.evaluate.classification import ClassificationTask
+
+    task = ClassificationTask([], [], pooling="cls")
+    bert, _ = task.load(tiny_encoder(tmp_path / "bert", "bert"), "encoder")
+    assert isinstance(bert, BertForSequenceClassification) and bert.config.num_labels == 3
+    modern, _ = task.load(tiny_encoder(tmp_path / "modern"), "encoder")
+    assert modern.config.classifier_pooling == "cls"

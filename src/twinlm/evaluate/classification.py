@@ -91,13 +91,16 @@ class ClassificationTask:
                 "macro_f1": float(f1_score(gold, preds, average="macro", labels=list(range(len(NLI_LABELS)))))}
 
     def load(self, path: str, architecture: str):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(path)
         # ModernBERT's head pools "cls" or "mean"; "auto" is mean (sentence-transformers' default,
         # and the classifier_pooling of ModernBERT's published configs). Decoders pool the last token.
-        mode = encoder_pooling(self.pooling, path)
-        kwargs = {"classifier_pooling": mode if mode in ("cls", "mean") else "mean"} if architecture == "encoder" else {}
+        # Other heads (BertForSequenceClassification, ...) take no pooling: given one, its __init__ fails.
+        kwargs = {}
+        if architecture == "encoder" and hasattr(AutoConfig.from_pretrained(path), "classifier_pooling"):
+            mode = encoder_pooling(self.pooling, path)
+            kwargs["classifier_pooling"] = mode if mode in ("cls", "mean") else "mean"
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
             label2id={lab: i for i, lab in enumerate(NLI_LABELS)}, pad_token_id=tok.pad_token_id, **kwargs)

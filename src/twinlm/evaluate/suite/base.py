@@ -28,7 +28,8 @@ from pathlib import Path
 
 PARTS = ("glue", "retrieval", "generative", "winogender")
 # Raised whenever a part's protocol changes what a finished run's score means (2: GLUE's decoupled
-# weight decay and seeded heads), so that --resume never mixes runs of two protocols.
+# weight decay, seeded heads, pairs tokenized as Ettin's GLUE code does), so that --resume never
+# mixes runs of two protocols.
 PROTOCOL = 2
 
 

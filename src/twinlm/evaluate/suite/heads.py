@@ -44,10 +44,9 @@ def load_head(path: str, architecture: str, num_labels: int, pooling: str = "aut
 
 
 def encode(tok, columns: tuple[str, ...], rows: dict, max_length: int) -> dict:
-    texts = [list(rows[c]) for c in columns]
-    if len(texts) == 2:  # the pair template starts the second text without a space
-        texts[1] = [" " + t for t in texts[1]]
-    return tok(*texts, truncation=True, max_length=max_length)
+    # A pair goes to the tokenizer as (text, text_pair), as run_glue and Ettin's GLUE code
+    # (bert24 src/evals/data.py) pass it: no space is added before the second text.
+    return tok(*[list(rows[c]) for c in columns], truncation=True, max_length=max_length)
 
 
 def trivial_loss(labels: list, num_labels: int) -> float:
