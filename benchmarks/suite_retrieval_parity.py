@@ -40,6 +40,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -136,12 +137,25 @@ def reference_model(path: str, architecture: str, max_length: int):
     return model
 
 
-def mteb_direct(model, folder: Path) -> dict[str, float]:
+def mteb_direct(model, folder: Path, queries: int) -> dict[str, float]:
     """mteb's own FiQA2018 task, its data path moved to the folder, run by mteb.evaluate."""
+    import datasets
     import mteb
 
     task = mteb.get_task(TASK)
     task.metadata.dataset = {**task.metadata.dataset, "path": str(folder.resolve())}
+    # `datasets` caches a local folder under its name and configs, not its files' contents: a cache
+    # left by an earlier FiQA2018 folder (another --train-queries) would be read instead of this one.
+    default = datasets.config.HF_DATASETS_CACHE
+    with tempfile.TemporaryDirectory() as cache:
+        datasets.config.HF_DATASETS_CACHE = Path(cache)
+        try:
+            task.load_data()
+        finally:
+            datasets.config.HF_DATASETS_CACHE = default
+    loaded = len(task.dataset["default"]["test"]["relevant_docs"])
+    if loaded != queries:
+        raise RuntimeError(f"mteb loaded {loaded} test queries from {folder}, the folder has {queries}")
     result = mteb.evaluate(model, tasks=[task], cache=None, show_progress_bar=False, overwrite_strategy="always")
     (task_result,) = result.task_results
     (scores,) = task_result.scores["test"]
@@ -218,7 +232,7 @@ def main() -> None:
     ours, embedder = suite_route(model, settings, args.steps)
     mid = time.perf_counter()
     reference = embedder if args.steps else reference_model(str(path), ref.architecture, max_length)
-    theirs = mteb_direct(reference, mirror / TASK)
+    theirs = mteb_direct(reference, mirror / TASK, counts["test"])
     end = time.perf_counter()
     print(f"{'metric':<11} {'suite':>10} {'mteb':>10}  equal")
     for metric in ("ndcg@10", "mrr@10", "recall@100"):

@@ -36,6 +36,7 @@ import argparse
 import csv
 import importlib.util
 import io
+import json
 import sys
 import time
 import zipfile
@@ -189,6 +190,10 @@ def main() -> None:
     print(f"{'dataset baseline':<22} {ours['baseline_expected']:8.4f} {summary['baseline_expected']:8.4f}")
     print(f"sentences whose prediction differs: {len(differ)} {differ[:5]}; seconds: suite {mid - start:.0f}, "
           f"Ettin's script {end - mid:.0f}")
+    (args.work / "result.json").write_text(json.dumps({
+        "model": str(path), "dtype": args.dtype, "counts": counts, "differ": differ,
+        "suite": {k: v for k, v in ours.items() if k != "items"}, "ettin": summary,
+        "predicted": {s: [mine.get(s), theirs["predicted"].get(s)] for s in sorted(mine)}}, indent=2, default=float))
     if differ or ours["gotcha_rate"] != summary["gotcha_preference_rate"]:
         sys.exit("the suite and Ettin's script differ")
 
