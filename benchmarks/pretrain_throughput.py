@@ -14,7 +14,9 @@ figure is tokens/s of real (non-pad) tokens over timed steps after warm-up, and 
 the measured matmul peak of this machine. Usage:
 
     python benchmarks/pretrain_throughput.py [--steps 20] [--seq-len 512] [--batch 8] [--document-masking]
-        [--skip-stock] [--json out.json]
+        [--skip-stock] [--skip-padded] [--rounds 3] [--json out.json]
+
+With --rounds R the table gives each figure's median over the rounds and each ratio's range.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -145,6 +148,11 @@ def main(argv=None) -> int:
                    help="add a row with documents attending across the packed block (twinlm before document "
                         "masking) and print the throughput ratio of keeping them apart")
     p.add_argument("--skip-stock", action="store_true", help="run only twinlm's rows")
+    p.add_argument("--skip-padded", action="store_true", help="leave out the stock padded rows (slow, and not the baseline)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every row this many times, the rows of a round one after another, and report each "
+                        "ratio's median and range over the rounds: a load that drifts during the run then moves "
+                        "both sides of a ratio alike")
     p.add_argument("--json", help="also write the table as JSON here")
     args = p.parse_args(argv)
     hf_logging.set_verbosity_error()
@@ -166,32 +174,43 @@ def main(argv=None) -> int:
           flush=True)
     rows = []
     for twin in args.twins.split(","):
-        results = {}
-        names = [] if args.skip_stock else ["stock padded", "stock packed"]
+        names = [] if args.skip_stock else (["stock packed"] if args.skip_padded else ["stock padded", "stock packed"])
         names += ["twinlm"] + (["twinlm across docs"] if args.document_masking else [])
+        rounds: list[dict] = []
+        for r in range(args.rounds):
+            results = {}
+            for name in names:
+                if name.startswith("twinlm"):
+                    tps, head = run_twinlm(twin, tokenizer, store, recipe, args.seq_len, args.batch, args.steps,
+                                           args.warmup, tmp + f"/{twin}-{name.replace(' ', '-')}-{r}",
+                                           document_masking=name == "twinlm")
+                else:
+                    tps, head = run_stock(twin, tokenizer, texts, shape, args.seq_len, args.batch, args.steps,
+                                          args.warmup, name == "stock padded", tmp + f"/{twin}-{name}-{r}")
+                # MFU counts the model FLOPs each recipe really needs per real token.
+                flops = training_flops_per_token(shape, VOCAB, args.seq_len, head)
+                results[name] = (tps, tps * flops / (peak * 1e12))
+                print(f"  {twin:8s} {name:13s} {tps:10,.0f} tok/s  MFU {100 * results[name][1]:.1f}%"
+                      + (f"  (round {r + 1}/{args.rounds})" if args.rounds > 1 else ""), flush=True)
+            rounds.append(results)
         for name in names:
-            if name.startswith("twinlm"):
-                tps, head = run_twinlm(twin, tokenizer, store, recipe, args.seq_len, args.batch, args.steps,
-                                       args.warmup, tmp + f"/{twin}-{name.replace(' ', '-')}",
-                                       document_masking=name == "twinlm")
-            else:
-                tps, head = run_stock(twin, tokenizer, texts, shape, args.seq_len, args.batch, args.steps,
-                                      args.warmup, name == "stock padded", tmp + f"/{twin}-{name}")
-            # MFU counts the model FLOPs each recipe really needs per real token.
-            flops = training_flops_per_token(shape, VOCAB, args.seq_len, head)
-            results[name] = (tps, tps * flops / (peak * 1e12))
-            print(f"  {twin:8s} {name:13s} {tps:10,.0f} tok/s  MFU {100 * results[name][1]:.1f}%", flush=True)
-        base = results["stock packed"][0] if "stock packed" in results else float("nan")
-        for name, (tps, mfu) in results.items():
-            rows.append({"twin": twin, "recipe": name, "tokens_per_second": round(tps, 1), "mfu": round(mfu, 4),
-                         "vs_stock_packed": round(tps / base, 2)})
+            tps = statistics.median(res[name][0] for res in rounds)
+            mfu = statistics.median(res[name][1] for res in rounds)
+            ratios = [res[name][0] / res["stock packed"][0] for res in rounds if "stock packed" in res]
+            row = {"twin": twin, "recipe": name, "tokens_per_second": round(tps, 1), "mfu": round(mfu, 4),
+                   "vs_stock_packed": round(statistics.median(ratios), 2) if ratios else float("nan")}
+            if len(ratios) > 1:
+                row["vs_stock_packed_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            rows.append(row)
         if args.document_masking:
-            ratio = results["twinlm"][0] / results["twinlm across docs"][0]
+            ratio = statistics.median(res["twinlm"][0] / res["twinlm across docs"][0] for res in rounds)
             rows[-1]["masking_ratio"] = rows[-2]["masking_ratio"] = round(ratio, 3)
             print(f"  {twin:8s} documents apart / across: {ratio:.3f}x tokens/s", flush=True)
     print("\n| twin | recipe | real tokens/s | MFU | vs stock packed |\n|---|---|---|---|---|")
     for r in rows:
         vs = "n/a" if r["vs_stock_packed"] != r["vs_stock_packed"] else f"{r['vs_stock_packed']:.2f}x"
+        if "vs_stock_packed_range" in r:
+            vs += f" ({r['vs_stock_packed_range'][0]:.2f}-{r['vs_stock_packed_range'][1]:.2f})"
         print(f"| {r['twin']} | {r['recipe']} | {r['tokens_per_second']:,.0f} | {100 * r['mfu']:.1f}% | {vs} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -25,12 +25,14 @@ from twinlm.errors import UserError
 PARTIAL = ".partial"
 
 
-def check_out(out: str | Path, overwrite: bool = False, resume: bool = False, resume_needs: str | None = None) -> Path:
+def check_out(out: str | Path, overwrite: bool = False, resume: bool = False, resume_needs: str | None = None,
+              ignore: tuple[str, ...] = ()) -> Path:
     """Whether `out` may be written, checked once for every command (UserError if not); writes nothing.
 
     Without --resume the folder must be new or empty unless --overwrite; with --resume it must
     hold `resume_needs` (the file or folder a run writes first). A command that cannot resume
-    passes `resume_needs=None` and its message does not offer --resume."""
+    passes `resume_needs=None` and its message does not offer --resume. Entries named in `ignore`
+    (a lock file, say) do not make a folder hold results."""
     out = Path(out)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
@@ -38,7 +40,7 @@ def check_out(out: str | Path, overwrite: bool = False, resume: bool = False, re
         if resume_needs and not (out / resume_needs).exists():
             raise UserError(f"--resume: nothing to resume in {out} (no {resume_needs}); start without --resume")
         return out
-    if has_content(out) and not overwrite:
+    if has_content(out, ignore) and not overwrite:
         what = "pass --resume to continue it or --overwrite to replace it" if resume_needs else \
             "pass --overwrite to replace it"
         raise UserError(f"output folder {out} exists; {what}, or choose another --out")
@@ -56,8 +58,8 @@ def claim(out: str | Path, overwrite: bool = False, resume: bool = False, resume
     return out
 
 
-def has_content(path: Path) -> bool:
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+def has_content(path: Path, ignore: tuple[str, ...] = ()) -> bool:
+    return path.is_file() or (path.is_dir() and any(e.name not in ignore for e in path.iterdir()))
 
 
 def remove(path: Path) -> None:
@@ -65,6 +67,13 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove everything in `folder` but the entries named in `keep` (a lock held on it, say)."""
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            remove(entry)
 
 
 def staging_path(target: str | Path) -> Path:

@@ -14,7 +14,6 @@ from twinlm.finetune.data import (
     load_beir,
     load_table,
     match_columns,
-    parse_column_mapping,
     world_retrieval_eval,
     world_table,
     write_beir,
@@ -68,8 +67,15 @@ def test_empty_and_missing_data(tmp_path):
         load_table(str(empty))
     with pytest.raises(UserError, match="no such file"):
         load_table(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(UserError, match="NEW=OLD"):
-        parse_column_mapping(["anchor"])
+    from twinlm.cli import build_parser
+    from twinlm.commands.finetune import recipe_from_args
+
+    argv = ["finetune", "dense", "--out", str(tmp_path / "o"), "--columns", "anchor=question", "--columns"]
+    with pytest.raises(UserError, match="--columns takes KEY=VALUE pairs such as NEW=OLD, got 'anchor'"):
+        recipe_from_args(build_parser().parse_args([*argv, "anchor"]))
+    recipe = recipe_from_args(build_parser().parse_args([*argv, "positive=answer", "--base", "b", "--data", "d.jsonl"]))
+    assert (recipe.columns, recipe.base_model, recipe.train_data) == ({"anchor": "question", "positive": "answer"},
+                                                                      "b", "d.jsonl")
 
 
 def test_beir_roundtrip_and_missing_qrels(tmp_path, micro_world):

@@ -91,6 +91,30 @@ def test_glue_on_both_twins_resumes_only_what_is_missing(micro_run, glue_mirror,
     assert "setting steps changed (2 when" in err and "3 now" in err and len(err.strip().splitlines()) == 1
 
 
+def test_glue_runs_evaluate_at_ettins_cadence_train_the_whole_budget_and_keep_the_last_score(
+        micro_run, glue_mirror, tmp_path, monkeypatch):
+    """Ettin evaluated every EVAL_EVERY steps and at the end, never stopped early (its stopper
+    never fired) and kept the last evaluation: the record says so, and evaluating on the way does
+    not change what the run trains to."""
+    mirror = glue_mirror(tmp_path / "mirror", tasks=("sst2",), rows=12, eval_rows=6)
+    args = ["eval", str(micro_run / "encoder"), "--suite", "glue:sst2", "--data-dir", str(mirror), "--lrs", "1e-3",
+            "--steps", "5", "--batch-size", "4", "--max-length", "32"]
+    monkeypatch.setitem(G.EVAL_EVERY, "sst2", 2)  # Ettin's 500 steps would not come up in a 5-step run
+    assert main(args + ["--out", str(tmp_path / "every2")]) == 0
+    (rec,) = records(tmp_path / "every2").values()
+    assert rec["steps"] == 5 and rec["eval_every"] == 2
+    assert [step for step, _ in rec["evals"]] == [2, 4, 5]  # the cadence, then the end of training
+    assert rec["early_stopping"] is False and rec["stopped_at"] is None and rec["scored_step"] == 5
+    assert rec["select"] == rec["evals"][-1][1] == rec["metrics"]["accuracy"]  # the last, not the best
+    assert rec["best_step"] == max(rec["evals"], key=lambda e: e[1])[0]
+    monkeypatch.setitem(G.EVAL_EVERY, "sst2", 500)
+    assert main(args + ["--out", str(tmp_path / "at_end")]) == 0
+    (alone,) = records(tmp_path / "at_end").values()
+    assert alone["evals"] == [[5, alone["select"]]] and alone["best_step"] == 5
+    # The same training either way (and the same head: seeded, whatever ran before in this process).
+    assert (alone["score"], alone["final_loss"]) == (rec["score"], rec["final_loss"])
+
+
 @pytest.mark.slow
 def test_all_of_glue_and_a_users_dataset_give_the_glue_average(micro_run, glue_mirror, tmp_path, capsys):
     mirror = glue_mirror(tmp_path / "mirror", rows=12, eval_rows=6)

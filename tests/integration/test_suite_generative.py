@@ -115,6 +115,7 @@ def test_decoder_prompts_are_the_harness_own_and_scores_match_its_samples(micro_
     (run,) = generative.plan("piqa", model(micro_run, "decoder"), s)
     record = generative.execute(run, model(micro_run, "decoder"), s)
     assert record["metric"] == "acc_norm" and record["n"] == 2 and record["score"] == 100 * record["acc_norm"]
+    assert record["score_stderr"] == pytest.approx(100 * record["acc_norm_stderr"])
     assert "add_bos_token=True" in record["model_args"]
 
     # The harness's registered piqa, untouched, with the hub replaced by the same rows.
@@ -127,6 +128,48 @@ def test_decoder_prompts_are_the_harness_own_and_scores_match_its_samples(micro_
     assert set(seen) == expected and len(seen) == 4
     bos = __import__("transformers").AutoTokenizer.from_pretrained(micro_run / "decoder").bos_token_id
     assert calls and all(ids[0] == bos for ids in calls)
+
+
+def test_no_git_error_reaches_the_user_outside_a_repository(micro_run, tmp_path, monkeypatch, capfd):
+    """simple_evaluate runs `git describe` for its record; outside a repository git printed
+    "fatal: not a git repository" to the terminal in the middle of a suite run."""
+    import os
+
+    from lm_eval.loggers.utils import get_git_commit_hash
+
+    from twinlm.evaluate import benchmarks
+
+    write_mirror(tmp_path / "mirror", ["piqa"])
+    monkeypatch.chdir(tmp_path)
+    expected = get_git_commit_hash()  # the harness's own call, here
+    assert "not a git repository" in capfd.readouterr().err
+    assert benchmarks._git_hash() == expected and "not a git" not in capfd.readouterr().err
+    s = settings(tmp_path)
+    (run,) = generative.plan("piqa", model(micro_run, "decoder"), s)
+    record = generative.execute(run, model(micro_run, "decoder"), s)
+    assert record["n"] == 2
+    assert "not a git repository" not in capfd.readouterr().err
+    # The harness's other stderr output still gets through.
+    benchmarks._quietly(lambda: os.write(2, b"a real problem\n"))
+    assert "a real problem" in capfd.readouterr().err
+
+
+def test_one_task_on_both_twins_is_judged_on_that_task_with_the_true_reason(micro_run, tmp_path, capsys):
+    """`--suite generative:piqa` with an encoder and a decoder: the findings line compares PIQA and
+    says the paper's average needs all ten tasks (it used to say a twin was missing)."""
+    import json
+
+    from twinlm.cli import main
+
+    write_mirror(tmp_path / "mirror", ["piqa"])
+    out = tmp_path / "suite"
+    assert main(["eval", str(micro_run), "--suite", "generative:piqa", "--data-dir", str(tmp_path / "mirror"),
+                 "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "needs both an encoder and a decoder" not in log
+    assert "Decoders win generation (generative/piqa)" in log and "needs all 10 tasks, 1 ran" in log
+    models = json.loads((out / "results.json").read_text())["models"].values()
+    assert all(m["suite"]["generative"]["average"] is None and "piqa" in m["benchmarks"]["generative"] for m in models)
 
 
 @pytest.mark.parametrize("scoring", ["ettin", "pll"])

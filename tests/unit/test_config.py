@@ -200,25 +200,65 @@ def test_building_the_cli_imports_no_model_stack():
 
 @pytest.mark.parametrize("command", ["eval", "compare"])
 def test_eval_budget_flags_are_eval_configs_and_suite_sees_only_those_given(command, tmp_path):
-    from twinlm.commands.suite import settings_from_args
-    from twinlm.evaluate.config import EvalConfig, flag_values
+    from twinlm.commands.suite import suite_settings
+    from twinlm.evaluate.config import EvalConfig, eval_config, flag_values
 
     actions = _subparser(command)._actions
     documented = [f for f in fields(EvalConfig) if "help" in f.metadata]
-    assert {"seeds", "steps", "batch_size", "max_length", "max_items", "pooling"} <= {f.name for f in documented}
+    assert {"tasks", "lrs", "task_steps", "task_lrs", "seeds", "steps", "batch_size", "max_length", "max_items",
+            "pooling"} <= {f.name for f in documented}
     for f in documented:
         mine = [a for a in actions if a.dest == f.name]
         assert mine and all(a.default is argparse.SUPPRESS for a in mine), f.name
     argv = [command, "m", "--out", str(tmp_path / "o")]
     plain = build_parser().parse_args(argv)
-    assert EvalConfig(**flag_values(plain)) == EvalConfig()
-    suite = settings_from_args(plain)  # nothing given: Ettin's sweep decides every budget
-    assert (suite.seeds, suite.steps, suite.batch_sizes, suite.max_length, suite.max_items) == (None,) * 5
+    assert eval_config(plain) == EvalConfig(default_tasks=True)
+    suite = suite_settings(plain)  # nothing given: Ettin's sweep decides every budget
+    assert (suite.seeds, suite.steps, suite.batch_sizes, suite.max_length, suite.max_items, suite.lrs) == (None,) * 6
     flagged = build_parser().parse_args([*argv, "--seeds", "2", "--batch-size", "16", "--pooling", "cls",
-                                         "--lrs", "1e-4,2e-4", "--tasks", "choice"])
+                                         "--lrs", "1e-4,2e-4", "--tasks", "choice", "--task-steps", "retrieval=9",
+                                         "--task-lrs", "retrieval=1e-3/3e-4,classification=5e-4"])
     values = flag_values(flagged)
-    assert values == {"seeds": 2, "batch_size": 16, "pooling": "cls"}
-    suite = settings_from_args(flagged)
-    assert (suite.seeds, suite.batch_sizes, suite.pooling, suite.steps) == ((42, 43), (16,), "cls", None)
-    with pytest.raises(UserError, match="--steps must be >= 1"):
-        settings_from_args(build_parser().parse_args([*argv, "--steps", "0"]))
+    assert values == {"seeds": 2, "batch_size": 16, "pooling": "cls", "lrs": [1e-4, 2e-4], "tasks": ["choice"],
+                      "task_steps": {"retrieval": 9}, "task_lrs": {"retrieval": [1e-3, 3e-4], "classification": [5e-4]}}
+    assert eval_config(flagged).default_tasks is False
+    suite = suite_settings(flagged)
+    assert (suite.seeds, suite.batch_sizes, suite.pooling, suite.steps, suite.lrs) == ((42, 43), (16,), "cls", None,
+                                                                                        (1e-4, 2e-4))
+    for bad, message in ((["--steps", "0"], "--steps must be >= 1, got 0"),
+                         (["--batch-size", "1"], "--batch-size must be >= 2, got 1"),
+                         (["--lrs", "1e-4,fast"], r"--lrs\[1\]='fast' is not a valid float"),
+                         (["--lrs", "0"], "--lrs must hold positive numbers, got 0"),
+                         (["--task-steps", "retrieval"], "--task-steps takes KEY=VALUE pairs such as retrieval=150"),
+                         (["--task-steps", "retrieval=many"], r"--task-steps.retrieval='many' is not a valid int"),
+                         (["--max-train", "0"], "--max-train must be >= 1, got 0"),
+                         (["--data-dir", str(tmp_path / "nowhere")], "is not a folder"),
+                         (["--resume"], "--resume applies to a benchmark suite; add --suite SPEC")):
+        with pytest.raises(UserError, match=message):
+            suite_settings(build_parser().parse_args([*argv, *bad]))
+
+
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_suite_flags_are_suite_settings_fields(command, tmp_path):
+    """Every documented SuiteSettings field is a flag of both commands, and the parsed flags give
+    the settings back (lists comma-separated, --classification-data repeatable, paths as Paths)."""
+    from twinlm.commands.suite import suite_settings
+    from twinlm.evaluate.suite.base import SuiteSettings
+
+    dests = {a.dest for a in _subparser(command)._actions}
+    documented = {f.name for f in fields(SuiteSettings) if "help" in f.metadata}
+    assert {"suite", "data_dir", "dry_run", "resume", "classification_data", "mteb_tasks", "lm_eval_limit"} <= documented
+    assert documented <= dests
+    argv = [command, "m", "--out", str(tmp_path / "o"), "--suite", "glue:sst2,retrieval", "--data-dir", str(tmp_path),
+            "--classification-data", "a.jsonl", "--classification-data", "org/b", "--mteb-tasks", "SciFact, NFCorpus",
+            "--dry-run", "--lm-eval-limit", "5", "--max-train", "100"]
+    settings = suite_settings(build_parser().parse_args(argv))
+    assert settings == SuiteSettings(suite="glue:sst2,retrieval", data_dir=tmp_path, classification_data=("a.jsonl", "org/b"),
+                                     mteb_tasks=("SciFact", "NFCorpus"), dry_run=True, lm_eval_limit=5, max_train=100)
+    only_mine = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--classification-data", "a.csv"]))
+    assert only_mine.suite == "classification"
+    # --nli-data alone replaces the world's NLI data; beside --suite it is one more classification task.
+    world = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--nli-data", "n.jsonl"]))
+    assert (world.suite, world.classification_data) == (None, ())
+    suite = suite_settings(build_parser().parse_args([command, "m", "--out", "o", "--nli-data", "n.jsonl", "--suite", "glue"]))
+    assert suite.classification_data == ("n.jsonl",)

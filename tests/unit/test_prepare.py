@@ -150,7 +150,7 @@ def test_shards_roll_over_and_merge_equals_one_machine(tmp_path, tok):
     part_file = tmp_path / "part0" / ".units" / "u000000" / "shard-000000.bin"
     assert (tmp_path / "merged" / "train" / first).stat().st_ino == part_file.stat().st_ino
     assert is_prepared(tmp_path / "merged")
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match="exists; pass --overwrite to replace it"):
         merge(parts, tmp_path / "merged")
     with pytest.raises(UserError, match="is a complete prepared folder, not a part"):
         merge([tmp_path / "whole"], tmp_path / "again")
@@ -179,7 +179,8 @@ def test_heldout_never_takes_a_small_corpus(tmp_path, tok):
 
 def test_errors_before_work_and_no_overwrite(tmp_path, tok, tok_path, capsys):
     (tmp_path / "rows.jsonl").write_text(json.dumps({"id": 1, "body": "x"}) + "\n")
-    with pytest.raises(UserError, match=r"no text column 'text' and no token-id column 'input_ids'; columns found: id, body"):
+    with pytest.raises(UserError, match=r"neither a token-ids column 'input_ids' nor a text column 'text'; columns found: id, body; name the text "
+                       r"column with --text-column NAME"):
         run(tmp_path / "rows.jsonl", tok, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="no such file or folder"):

@@ -90,7 +90,7 @@ def test_missing_data_is_one_line_before_any_work_or_a_skip(run_dir, tmp_path, c
 
 
 def test_resume_refuses_a_changed_setting(tmp_path):
-    from twinlm.evaluate.suite.runner import open_out
+    from twinlm.evaluate.suite.runner import STATE, open_out
 
     out = open_out(tmp_path / "o", SuiteSettings(steps=5, lrs=(1e-4,)), overwrite=False, resume=False)
     assert open_out(out, SuiteSettings(steps=5, lrs=(1e-4,), data_dir=tmp_path), False, True) == out  # data may move
@@ -98,6 +98,12 @@ def test_resume_refuses_a_changed_setting(tmp_path):
         open_out(out, SuiteSettings(steps=5, lrs=(1e-3,)), False, True)
     with pytest.raises(UserError, match="pass --resume"):
         open_out(out, SuiteSettings(steps=5), False, False)
+    # A suite started by an older protocol is not continued with runs of the new one.
+    state = json.loads((out / STATE).read_text())
+    state["settings"].pop("protocol")
+    (out / STATE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match=r"setting protocol changed \(None when .* started, 2 now\)"):
+        open_out(out, SuiteSettings(steps=5, lrs=(1e-4,)), False, True)
 
 
 def test_tables_put_twins_side_by_side_with_the_papers_reference_rows():
@@ -138,3 +144,39 @@ def test_no_chart_puts_two_metrics_on_one_axis(monkeypatch):
     report.charts(results)
     (fig,) = figs
     assert sorted(ax.get_ylabel() for ax in fig.axes) == ["masked_accuracy", "perplexity"]
+
+
+def test_a_glue_record_says_ettins_cadence_the_best_step_and_that_the_last_evaluation_counts():
+    assert G.EVAL_EVERY == {"mnli": 2300, "qqp": 2000, "qnli": 1000, "sst2": 500, "cola": 250, "stsb": 200,
+                            "mrpc": 100, "rte": 100}  # bert24 src/evals/glue_jobs.py
+    assert G.TASKS["cola"].eval_every == 250
+    rec = G.protocol(250, [(250, 40.0), (500, 55.0), (750, 55.0), (800, 50.0)])
+    assert rec == {"eval_every": 250, "evals": [[250, 40.0], [500, 55.0], [750, 55.0], [800, 50.0]], "best_step": 500,
+                   "scored_step": 800, "early_stopping": False, "stopped_at": None}
+
+
+def test_generative_metrics_and_bos_are_the_ones_ettins_numbers_were_made_with():
+    """acc_norm / acc / exact_match per task (checked on the paper's Pythia-410m row against
+    EleutherAI/pythia's own harness results, see generative.py) and add_bos_token=True for both
+    twins (Ettin's docs/decoder-eval.md and docs/encoder-generative-eval.md)."""
+    from twinlm.evaluate.suite import generative
+
+    assert {t: s.metric for t, s in generative.TASKS.items()} == {
+        "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "lambada": "acc", "openbookqa": "acc_norm",
+        "piqa": "acc_norm", "sciq": "acc_norm", "siqa": "acc", "triviaqa": "exact_match", "winogrande": "acc",
+        "wsc": "acc"}
+    assert generative.ADD_BOS_TOKEN is True
+
+
+def test_glue_weight_decay_decays_as_ettins_decoupled_adamw_did():
+    """Composer's DecoupledAdamW (Ettin's) multiplies a weight by 1 - 8e-6 x lr_t/lr_peak per step;
+    the Trainer's torch AdamW, given trainer_weight_decay(lr), must do the same (a zero gradient
+    isolates the decay)."""
+    import torch
+
+    for lr in (1e-5, 8e-5, 3e-4):
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = torch.optim.AdamW([w], lr=lr, weight_decay=G.trainer_weight_decay(lr))
+        w.grad = torch.zeros(4)
+        opt.step()
+        assert torch.allclose(w.detach(), torch.full((4,), 1 - G.WEIGHT_DECAY), rtol=0, atol=1e-9)

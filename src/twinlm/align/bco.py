@@ -36,13 +36,7 @@ def bco(model_path: str | Path, data: str | Path | Dataset | list[dict], out: st
         eval_rows = heldout.bco_eval_rows(raw, kind)
         check_bco_rows(eval_rows, "--eval-data")
         pairs = heldout.preference_pairs(raw, kind)
-    config = BCOConfig(
-        **trainer_arguments(settings, out), beta=settings.beta, max_prompt_length=settings.max_prompt_length,
-        precompute_ref_log_probs=settings.precompute_ref_log_probs, udm=settings.udm_embedder is not None,
-        udm_embedder=settings.udm_embedder, prompt_sample_size=settings.prompt_sample_size,
-        min_density_ratio=settings.min_density_ratio, max_density_ratio=settings.max_density_ratio,
-        router_aux_loss_coef=settings.router_aux_loss_coef,
-    )
+    config = BCOConfig(**{**trainer_arguments(settings, out), **settings.bco_terms()}, udm=settings.udm_embedder is not None)
     model, tokenizer = load_decoder(model_path)
     ref = None
     if settings.ref_model:

@@ -4,7 +4,7 @@ every command's flags from it without importing the training libraries."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from twinlm.errors import UserError
@@ -86,19 +86,14 @@ class SFTSettings(RunSettings):
 
 
 @dataclass
-class BCOSettings(RunSettings):
-    """What `twinlm bco` varies (each field is a flag); the BCO terms are ETTIN-FACTS §5's."""
+class BCOTerms:
+    """BCO's own settings (ETTIN-FACTS §5), defined once: `twinlm bco`'s flags (BCOSettings) and
+    the trainer's config (align/bco_config.BCOConfig) both take them from here."""
 
-    FULL_LR: ClassVar[float] = 5e-7
-    LORA_LR: ClassVar[float] = 5e-5
-
-    save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps, for --resume"})
     max_length: int = field(default=512, metadata={"help": "max prompt + completion tokens"})
     max_prompt_length: int | None = field(default=None, metadata={
         "help": "max prompt tokens, kept from the prompt's end (default: half of --max-length)"})
     beta: float = field(default=0.1, metadata={"help": "reward scale: r = beta * (log pi - log pi_ref)"})
-    ref_model: str | None = field(default=None, metadata={
-        "help": "reference model (default: a frozen copy of MODEL; with --lora, MODEL with adapters off)"})
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "flag": "precompute_ref", "help": "reference log-probs once up front, then drop the reference model"})
     udm_embedder: str | None = field(default=None, metadata={
@@ -108,10 +103,42 @@ class BCOSettings(RunSettings):
     max_density_ratio: float = field(default=10.0, metadata={"help": "UDM weight upper clip"})
     router_aux_loss_coef: float = field(default=0.001, metadata={"help": "MoE router loss weight"})
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_bco_terms(self) -> None:
+        """Fill the prompt budget and refuse values BCO cannot train with (one line each)."""
         if self.max_prompt_length is None:
             self.max_prompt_length = self.max_length // 2
+        if self.beta <= 0:
+            raise UserError(f"BCO beta must be > 0, got {self.beta}")
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise UserError(f"BCO needs 0 < max_prompt_length < max_length, got {self.max_prompt_length} and "
+                            f"{self.max_length}")
+        if not 0 < self.min_density_ratio <= self.max_density_ratio:
+            raise UserError(f"UDM needs 0 < min_density_ratio <= max_density_ratio, got {self.min_density_ratio}, "
+                            f"{self.max_density_ratio}")
+        if self.prompt_sample_size < 2:
+            raise UserError(f"prompt_sample_size must be at least 2, got {self.prompt_sample_size}")
+        if self.router_aux_loss_coef < 0:
+            raise UserError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef}")
+
+    def bco_terms(self) -> dict:
+        """BCOTerms' fields and their values (to pass on to BCOConfig)."""
+        return {f.name: getattr(self, f.name) for f in fields(BCOTerms)}
+
+
+@dataclass
+class BCOSettings(BCOTerms, RunSettings):
+    """What `twinlm bco` varies (each field is a flag): the run settings and BCO's terms."""
+
+    FULL_LR: ClassVar[float] = 5e-7
+    LORA_LR: ClassVar[float] = 5e-5
+
+    save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps, for --resume"})
+    ref_model: str | None = field(default=None, metadata={
+        "help": "reference model (default: a frozen copy of MODEL; with --lora, MODEL with adapters off)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_bco_terms()
         if self.lora and self.ref_model:
             raise UserError("--lora uses the base model (adapters off) as reference; drop --ref-model or --lora")
 

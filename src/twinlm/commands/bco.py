@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twinlm.commands.common import add_align_args
+from twinlm.commands.common import add_align_args, run_alignment
 
 HELP = """Binary classifier optimization (BCO; twinlm's own trainer on the HF Trainer). ROWS (jsonl, json,
 parquet, save_to_disk folder or hub id) have 'prompt', 'completion' and a boolean 'label' (true =
@@ -29,13 +29,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from twinlm.align.bco import BCOSettings, bco
-    from twinlm.align.heldout import summary
-    from twinlm.config import from_flags
 
-    settings = from_flags(BCOSettings, args)
-    metrics = bco(args.model, args.data, args.out, settings, overwrite=args.overwrite, resume=args.resume,
-                  eval_data=args.eval_data)
-    held = f"; {summary(metrics['before'], metrics['after'])}" if args.eval_data else ""
+    metrics, held = run_alignment(args, BCOSettings, bco)
     print(f"bco: train loss {metrics.get('train_loss', float('nan')):.4f}, delta {metrics['delta']:.4f}{held}; "
           f"model: {args.out}")
     return 0

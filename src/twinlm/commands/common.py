@@ -20,15 +20,6 @@ def add_output_args(p: argparse.ArgumentParser, what: str = "results") -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def parse_lrs(text: str) -> list[float]:
-    from twinlm.errors import UserError
-
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--lrs must be comma-separated numbers, got {text!r}") from None
-
-
 @contextlib.contextmanager
 def quiet_libraries():
     """Silence the libraries' own bars ("Map:", "Loading weights", "Computing widget examples")
@@ -77,3 +68,14 @@ def add_align_args(p: argparse.ArgumentParser, settings: type, what: str) -> Non
     add_output_args(p, what)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR/checkpoints")
     add_flags(p, settings)
+
+
+def run_alignment(args, settings: type, train) -> tuple[dict, str]:
+    """Run `train` (align.sft.sft or align.bco.bco) with the command's settings; (metrics, the
+    held-out summary to print: empty without --eval-data)."""
+    from twinlm.align.heldout import summary
+    from twinlm.config import from_flags
+
+    metrics = train(args.model, args.data, args.out, from_flags(settings, args), overwrite=args.overwrite,
+                    resume=args.resume, eval_data=args.eval_data)
+    return metrics, f"; {summary(metrics['before'], metrics['after'])}" if args.eval_data else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twinlm.commands.common import add_output_args, quiet_libraries
 from twinlm.commands.eval import add_eval_args, config_from_args
-from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
+from twinlm.commands.suite import add_suite_args, run_suite, suite_settings
 
 HELP = """Compare any number of models: twinlm run folders (both twins), model folders (for instance
 converted models, labelled encoder or decoder from their config; NAME=PATH sets the label), hub
@@ -28,14 +28,14 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="RUN_OR_RESULTS", help="run folders, model folders, hub ids or results.json")
     add_eval_args(p)
     add_output_args(p, "comparison (results.json, report.md, report.html)")
-    add_suite_args(p, lm_eval_limit=True)
+    add_suite_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    check_suite_flags(args)
-    if args.suite:
-        run_suite(args.inputs, args)
+    settings = suite_settings(args)
+    if settings.suite:
+        run_suite(args.inputs, settings, args.out, args.overwrite)
         return 0
     compare(args.inputs, config_from_args(args), args.out, args.overwrite)
     return 0

@@ -35,7 +35,7 @@ class CrossSettings:
     tokens: int | None = field(default=None, metadata={
         "help": "token budget of the continued training (default: the recipe's last phase)"})
     objective: str | None = field(default=None, metadata={
-        "help": "training objective: mlm (15%%, default) or mntp for an encoder target, clm for a decoder"})
+        "help": "training objective: mlm (15%, default) or mntp for an encoder target, clm for a decoder"})
     mask_ratio: float = field(default=0.15, metadata={"help": "MLM/MNTP mask ratio"})
 
     def __post_init__(self) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twinlm.config import add_flags
+from twinlm.evaluate.config import EvalConfig, eval_config
+
 HELP = """The whole twinlm story in one command (about 7 minutes on 2 CPU cores): pretrain the nano
 twins (recipe `nano`, all three phases) on the built-in synthetic world (600 people), show the encoder's
 predictions for masked world facts and the decoder's greedy continuation of a world prompt, then
@@ -17,11 +20,9 @@ a fresh folder (runs/demo, runs/demo-2, ...) unless --out is given."""
 # The demo's fine-tuning budget per task, sized so that both nano twins' runs converge (the report
 # declares no winner from a run that did not): with much smaller budgets the encoder's retrieval
 # loss stayed near ln(batch) and the decoder's classification near ln(3) on some seeds
-# (docs/results.md). Two seeds keep the demo short.
-DEMO_SEEDS = 2
-DEMO_STEPS = 240
-DEMO_TASK_STEPS = "retrieval=150"
-DEMO_TASK_LRS = ""
+# (docs/results.md). Two seeds and one learning rate keep the demo short.
+DEMO_EVAL = {"seeds": 2, "steps": 240, "task_steps": {"retrieval": 150}, "lrs": [1e-3], "max_items": 200,
+             "batch_size": 32}
 
 
 def register(sub) -> None:
@@ -31,16 +32,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field (as in `twinlm pretrain`)")
-    p.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"fine-tuning seeds per task (default: {DEMO_SEEDS})")
-    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"fine-tuning steps per run (default: {DEMO_STEPS})")
-    p.add_argument("--task-steps", default=DEMO_TASK_STEPS,
-                   help=f"per-task steps overriding --steps (default: {DEMO_TASK_STEPS}: the encoder's retrieval "
-                   "needs them to leave the in-batch loss plateau)")
-    p.add_argument("--lrs", default="1e-3", help="learning-rate grid (default: 1e-3; `twinlm eval` tries three)")
-    p.add_argument("--task-lrs", default=DEMO_TASK_LRS or None,
-                   help="per-task learning-rate grids overriding --lrs, e.g. classification=3e-3"
-                   + (f" (default: {DEMO_TASK_LRS})" if DEMO_TASK_LRS else ""))
-    p.add_argument("--max-items", type=int, default=200, help="multiple-choice items and held-out texts (default: 200)")
+    add_flags(p, EvalConfig, only=("seeds", "steps", "task_steps", "lrs", "task_lrs", "max_items"), defaults=DEMO_EVAL)
     p.add_argument("--no-eval", action="store_true", help="stop after pretraining (the old, shorter demo)")
     p.set_defaults(func=run)
 
@@ -59,7 +51,7 @@ def run(args) -> int:
     from twinlm.train.pretrain import pretrain
 
     recipe = load_recipe(args.recipe, args.overrides)
-    cfg = None if args.no_eval else eval_config(args)  # bad settings fail before pretraining
+    cfg = None if args.no_eval else eval_config(args, defaults=DEMO_EVAL)  # bad settings fail before pretraining
     out = Path(args.out) if args.out else fresh_folder(Path("runs/demo"))
     print(f"twinlm demo: pretraining the {recipe.model.size} twins on the built-in world -> {out}", flush=True)
     results = pretrain(recipe, out, overwrite=args.overwrite)
@@ -77,19 +69,6 @@ def run(args) -> int:
               "and pronoun verdicts change between pretraining runs. Pool several (--set training.seed=N, then "
               "`twinlm compare RUN/compare/results.json ...`)", flush=True)
     return 0
-
-
-def eval_config(args):
-    from twinlm.errors import UserError
-    from twinlm.evaluate.config import EvalConfig, parse_task_values
-
-    try:
-        lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
-    return EvalConfig(seeds=args.seeds, steps=args.steps, lrs=lrs, batch_size=32, max_items=args.max_items,
-                      task_steps=parse_task_values(args.task_steps, "--task-steps", many=False),
-                      task_lrs=parse_task_values(args.task_lrs, "--task-lrs", many=True))
 
 
 def show_what_they_learned(recipe, out: Path, results) -> dict:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from twinlm.commands.common import add_output_args, parse_lrs, quiet_libraries
-from twinlm.commands.suite import add_suite_args, check_suite_flags, run_suite
-from twinlm.config import add_flags
+from twinlm.commands.common import add_output_args, quiet_libraries
+from twinlm.commands.suite import add_suite_args, run_suite, suite_settings
+from twinlm.config import add_flags, from_flags
+from twinlm.evaluate.config import EvalConfig, HarnessRuns, eval_config
 
 HELP = """Evaluate MODEL on the comparison tasks: intrinsic (masked accuracy / perplexity on held-out
 text), classification (fine-tuned 3-way NLI head: accuracy, macro-F1), retrieval (fine-tuned
@@ -24,33 +25,14 @@ generative tasks, WinoGender), resumable with --resume; see the "benchmark suite
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    from twinlm.evaluate.config import TASK_NAMES, EvalConfig
-
-    p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: all: {','.join(TASK_NAMES)}; a "
-                   "model without a twinlm recipe runs only the tasks named here and the --lm-eval/--mteb benchmarks)")
-    p.add_argument("--lrs", help="learning-rate grid, same for every model (default: "
-                   f"{','.join(f'{lr:g}' for lr in EvalConfig().lrs)}; --suite: Ettin's sweep, 1e-5,3e-5,5e-5,8e-5,1e-4,3e-4)")
-    p.add_argument("--task-steps", help="per-task steps overriding --steps, e.g. retrieval=150,classification=60")
-    p.add_argument("--task-lrs", help="per-task learning-rate grids overriding --lrs, e.g. retrieval=1e-3/3e-4")
     # Absent flags stay absent (not a default value), so that --suite can tell "not given" (Ettin's
     # sweep) from a value.
     add_flags(p, EvalConfig)
 
 
-def config_from_args(args):
-    from twinlm.evaluate.config import TASK_NAMES, EvalConfig, flag_values, parse_task_values
-
-    flags = flag_values(args)
-    if args.lrs is not None:
-        flags["lrs"] = parse_lrs(args.lrs)
-    named = args.tasks is not None
-    cfg = EvalConfig(tasks=[t.strip() for t in (args.tasks if named else ",".join(TASK_NAMES)).split(",") if t.strip()],
-                     default_tasks=not named,
-                     task_steps=parse_task_values(args.task_steps, "--task-steps", many=False),
-                     task_lrs=parse_task_values(args.task_lrs, "--task-lrs", many=True),
-                     **flags)
+def config_from_args(args, lm_eval: bool = False):
     inputs = args.inputs if hasattr(args, "inputs") else [args.model]
-    return fit_embedding_models(inputs, cfg, lm_eval=bool(getattr(args, "lm_eval", None)))
+    return fit_embedding_models(inputs, eval_config(args), lm_eval=lm_eval)
 
 
 def fit_embedding_models(inputs: list[str], cfg, lm_eval: bool = False, log=print):
@@ -100,38 +82,24 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate twins, a checkpoint or a hub model on the comparison tasks", description=HELP)
     p.add_argument("model", help="a twinlm run folder, a Hugging Face model folder, or a hub id (NAME=... sets its label)")
     add_eval_args(p)
-    p.add_argument("--lm-eval", dest="lm_eval", metavar="TASKS",
-                   help="also run lm-evaluation-harness itself on TASKS (comma-separated): its task names (sciq,arc_easy,...; "
-                   "their data come from the hub) or local task YAML files or folders of them (offline; data_files are read "
-                   "relative to the current folder, as lm-eval does). Decoders are scored by the harness's own HFLM, so the "
-                   "numbers are the harness's; encoders by twinlm's twinlm-encoder model class (--encoder-scoring). Results: "
-                   "benchmarks.lm_eval in results.json, every item's scores in OUT/lm_eval/")
-    p.add_argument("--lm-eval-limit", type=int, metavar="N", help="score only the first N items of each lm-eval task (the harness's --limit)")
-    p.add_argument("--lm-eval-batch-size", type=int, default=8, metavar="N",
-                   help="decoders: the harness's --batch_size (default: 8); encoders: equal-length rows per forward pass "
-                   "(no padding, so it never changes a score)")
-    p.add_argument("--mteb", metavar="TASKS",
-                   help="also run the mteb package itself on retrieval TASKS (comma-separated): mteb task names (SciFact,"
-                   "NFCorpus,...; their data come from the hub) or BEIR-layout folders (corpus.jsonl, queries.jsonl, "
-                   "qrels/test.tsv; offline). A sentence-transformers model is scored as it is, any other model after "
-                   "fine-tuning into one on its world's retrieval data. Main score nDCG@10 (graded, pytrec_eval). "
-                   "Results: benchmarks.mteb in results.json")
+    add_flags(p, HarnessRuns)
     add_output_args(p, "results (results.json)")
     add_suite_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    check_suite_flags(args)
-    if args.suite:
-        run_suite([args.model], args)
+    settings = suite_settings(args)
+    if settings.suite:
+        run_suite([args.model], settings, args.out, args.overwrite)
         return 0
     from twinlm.evaluate.runner import format_table
     from twinlm.evaluate.session import gather, run_session
     from twinlm.outputs import check_out, publish, staging, write_json
 
-    cfg = config_from_args(args)
-    extras = prepare_benchmarks(args, cfg)
+    harness = from_flags(HarnessRuns, args)
+    cfg = config_from_args(args, lm_eval=bool(harness.lm_eval))
+    extras = prepare_benchmarks(harness, settings, cfg)
     gather([args.model], cfg, benchmarks=bool(extras))  # every input error before the output folder is touched
     out = check_out(args.out, args.overwrite)
     tmp = staging(out)  # the old folder is replaced only once the new one is whole
@@ -153,21 +121,16 @@ def run(args) -> int:
     return 0
 
 
-def prepare_benchmarks(args, cfg) -> list:
+def prepare_benchmarks(harness, settings, cfg) -> list:
     """Validated lm-eval / MTEB task runners, as (label, fn(model result, output folder) -> results)."""
-    from twinlm.errors import UserError
     from twinlm.evaluate import benchmarks
 
     extras = []
-    if getattr(args, "lm_eval_limit", None) is not None and args.lm_eval_limit < 1:
-        raise UserError(f"--lm-eval-limit must be >= 1, got {args.lm_eval_limit}")
-    if getattr(args, "lm_eval_batch_size", 1) < 1:
-        raise UserError(f"--lm-eval-batch-size must be >= 1, got {args.lm_eval_batch_size}")
-    if getattr(args, "lm_eval", None):
-        plan = benchmarks.plan_lm_eval(args.lm_eval.split(","))
-        limit, size, scoring = args.lm_eval_limit, args.lm_eval_batch_size, cfg.encoder_scoring
+    if harness.lm_eval:
+        plan = benchmarks.plan_lm_eval(harness.lm_eval)
+        limit, size, scoring = settings.lm_eval_limit, settings.lm_eval_batch_size, cfg.encoder_scoring
         extras.append(("lm-eval", lambda m, out: benchmarks.run_lm_eval(m, plan, scoring, size, limit, out)))
-    if getattr(args, "mteb", None):
-        tasks = benchmarks.load_mteb_tasks(args.mteb.split(","))
+    if harness.mteb:
+        tasks = benchmarks.load_mteb_tasks(harness.mteb)
         extras.append(("mteb", lambda m, out: benchmarks.run_mteb(m, tasks, cfg)))
     return extras

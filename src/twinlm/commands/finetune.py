@@ -7,7 +7,7 @@ import importlib
 
 from twinlm.commands.common import add_output_args
 from twinlm.config import add_flags, given
-from twinlm.finetune.recipe import TrainArgs
+from twinlm.finetune.recipe import FinetuneRecipe, MiningSection, TrainArgs
 
 # Adding a kind: a module with `finetune(recipe, out, overwrite) -> FitResult` and one line here.
 KIND_MODULES = {
@@ -36,18 +36,9 @@ def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune into dense, sparse, multivector, rerank or classify models",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=list(KIND_MODULES), help="what to build")
-    p.add_argument("--base", help="base model: a folder or a hub id (overrides the recipe's base_model)")
     p.add_argument("--recipe", help="a fine-tuning recipe file or shipped name (default: recipes/finetune/KIND.yaml)")
-    p.add_argument("--data", help="training data: json, jsonl, csv, parquet, a save_to_disk folder or a hub dataset")
-    p.add_argument("--split", help="split of a hub dataset or DatasetDict folder (default: train)")
-    p.add_argument("--eval-data", help="BEIR folder for retrieval evaluation (default: the world's held-out questions)")
-    p.add_argument("--mine-with", metavar="DENSE_MODEL",
-                   help="rerank: add hard negatives mined with this SentenceTransformer to (query, positive) pairs "
-                        "(tune with --set mining.num_negatives=N, mining.range_min/range_max, mining.absolute_margin, "
-                        "mining.relative_margin, mining.sampling_strategy=top|random)")
-    p.add_argument("--loss", help="loss class name (see the kind's module docs; default: the recipe's)")
-    p.add_argument("--columns", action="append", default=[], metavar="NEW=OLD",
-                   help="rename a data column to the name the loss expects, e.g. anchor=question (repeatable)")
+    add_flags(p, FinetuneRecipe, default_from="the recipe")
+    add_flags(p, MiningSection)
     add_flags(p, TrainArgs, default_from="the recipe's training section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set sparse.variant=csr --set training.warmup_ratio=0 (repeatable)")
@@ -56,18 +47,12 @@ def register(sub) -> None:
 
 
 def recipe_from_args(args):
-    from twinlm.finetune.data import parse_column_mapping
     from twinlm.finetune.recipe import load_finetune_recipe
 
-    extra: dict = {}
-    for key, value in [("base_model", args.base), ("train_data", args.data), ("split", args.split),
-                       ("eval_data", args.eval_data), ("loss", args.loss)]:
-        if value is not None:
-            extra[key] = value
-    if getattr(args, "mine_with", None):
-        extra["mining"] = {"model": args.mine_with}
-    if args.columns:
-        extra["columns"] = parse_column_mapping(args.columns)
+    extra: dict = given(FinetuneRecipe, args)
+    mining = given(MiningSection, args)
+    if mining:
+        extra["mining"] = mining
     training = given(TrainArgs, args)
     if training:
         extra["training"] = training

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from twinlm.commands.common import add_recipe_args
+from twinlm.config import add_flags, from_flags
+from twinlm.errors import UserError
 
 HELP = """Validate RECIPE (every key, every combination) for a cluster of --gpus accelerators and
 print, per phase and twin: tokens, sequence length, global batch, the per-GPU micro-batch and
@@ -17,32 +21,41 @@ split over the GPUs, or a phase that does not fit at micro-batch 1, is an error 
 Nothing is downloaded or trained."""
 
 
+@dataclass
+class Cluster:
+    """The accelerators `twinlm plan` sizes a recipe for."""
+
+    gpus: int = field(default=1, metadata={"min": 1, "help": "number of accelerators (processes) the run will use, "
+                                                             "over all nodes"})
+    gpu_tflops: float = field(default=989.0, metadata={"help": (
+        "peak TFLOP/s of one accelerator at the training precision (989: H100 bf16 dense)")})
+    gpu_memory_gb: float = field(default=80.0, metadata={"help": (
+        "memory of one accelerator in GB (80: H100); training.memory_gb overrides it")})
+    data_tokens_per_s: float | None = field(default=None, metadata={"help": (
+        "tokens/s one loader worker delivers, as measured by benchmarks/data_throughput.py (its last line's "
+        "tokens_per_s); without it the margin uses the reference machine's figure")})
+    mfu: float = field(default=0.4, metadata={"help": "expected model FLOPs utilisation, 0-1"})
+
+    def __post_init__(self) -> None:
+        if self.gpu_tflops <= 0 or not 0 < self.mfu <= 1 or self.gpu_memory_gb <= 0:
+            raise UserError("--gpu-tflops and --gpu-memory-gb must be > 0 and --mfu in (0, 1]")
+        if self.data_tokens_per_s is not None and self.data_tokens_per_s <= 0:
+            raise UserError("--data-tokens-per-s must be > 0")
+
+
 def register(sub) -> None:
     p = sub.add_parser("plan", help="validate a recipe and estimate its cost", description=HELP)
     add_recipe_args(p)
-    p.add_argument("--gpus", type=int, default=1,
-                   help="number of accelerators (processes) the run will use, over all nodes (default 1)")
-    p.add_argument("--gpu-tflops", type=float, default=989.0,
-                   help="peak TFLOP/s of one accelerator at the training precision (default 989: H100 bf16 dense)")
-    p.add_argument("--gpu-memory-gb", type=float, default=80.0,
-                   help="memory of one accelerator in GB (default 80: H100); training.memory_gb overrides it")
-    p.add_argument("--data-tokens-per-s", type=float, default=None,
-                   help="tokens/s one loader worker delivers, as measured by benchmarks/data_throughput.py "
-                   "(its last line's tokens_per_s); without it the margin uses the reference machine's figure")
-    p.add_argument("--mfu", type=float, default=0.4, help="expected model FLOPs utilisation, 0-1 (default 0.4)")
+    add_flags(p, Cluster)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from twinlm.errors import UserError
     from twinlm.plan import format_plan, plan
     from twinlm.recipe import load_recipe
 
-    if args.gpus < 1 or args.gpu_tflops <= 0 or not 0 < args.mfu <= 1 or args.gpu_memory_gb <= 0:
-        raise UserError("--gpus must be >= 1, --gpu-tflops and --gpu-memory-gb > 0 and --mfu in (0, 1]")
-    if args.data_tokens_per_s is not None and args.data_tokens_per_s <= 0:
-        raise UserError("--data-tokens-per-s must be > 0")
+    c = from_flags(Cluster, args)
     recipe = load_recipe(args.recipe, args.overrides)
-    rows = plan(recipe, args.gpus, args.gpu_tflops, args.mfu, args.gpu_memory_gb)
-    print(format_plan(recipe, rows, args.gpus, args.gpu_tflops, args.mfu, args.gpu_memory_gb, args.data_tokens_per_s))
+    rows = plan(recipe, c.gpus, c.gpu_tflops, c.mfu, c.gpu_memory_gb)
+    print(format_plan(recipe, rows, c.gpus, c.gpu_tflops, c.mfu, c.gpu_memory_gb, c.data_tokens_per_s))
     return 0

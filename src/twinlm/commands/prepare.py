@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from twinlm.config import add_flags, from_flags, given
-from twinlm.data.prepare.settings import PrepareSettings
+from twinlm.data.prepare.settings import PrepareJob, PrepareSettings
 
 HELP = """Tokenize a corpus into a prepared folder OUT: OUT/train and OUT/heldout (sharded token
 stores), OUT/tokenizer and OUT/prepare.json. Then train on it with
@@ -46,16 +46,12 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="the prepared folder to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (a complete one, or an unfinished prepare of another job)")
-    p.add_argument("--merge", nargs="+", metavar="PART", help="merge the part folders of a --shard i/n prepare")
     p.add_argument("--recipe", help="with SOURCE: take the tokenizer and held-out settings from this recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field (recipe form only), e.g. --set data.split=validation")
     p.add_argument("--phase", help="recipe form: prepare this phase's source instead of data.source")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--shard", metavar="i/n", help="prepare only units u with u %% n == i (one machine of n); "
-                   "merge the n parts with --merge")
+    add_flags(p, PrepareJob)
     add_flags(p, PrepareSettings)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
     p.set_defaults(func=run)
 
 
@@ -80,22 +76,20 @@ def _run(args) -> int:
     from twinlm.data.prepare.pipeline import merge, parse_shard
     from twinlm.errors import UserError
 
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
-    if args.merge:
-        if args.source or args.tokenizer or args.shard:
+    job = from_flags(PrepareJob, args)
+    if job.merge:
+        if args.source or args.tokenizer or job.shard:
             raise UserError("--merge takes only the part folders and --out (no SOURCE, --tokenizer or --shard)")
-        summary = merge(args.merge, args.out, overwrite=args.overwrite)
+        summary = merge(job.merge, args.out, overwrite=args.overwrite)
     else:
         if not args.source and not args.recipe:
             raise UserError("give a SOURCE with --tokenizer, a RECIPE, or --merge PART ...")
-        shard = parse_shard(args.shard)
-        summary = _prepare(args, shard)
+        summary = _prepare(args, job, parse_shard(job.shard))
     print(summary.line())
     return 0
 
 
-def _prepare(args, shard):
+def _prepare(args, job: PrepareJob, shard):
     from twinlm.data.prepare.pipeline import plan_prepare, prepare
     from twinlm.data.tokenizer import load_tokenizer
     from twinlm.errors import UserError
@@ -106,8 +100,8 @@ def _prepare(args, shard):
         settings = from_flags(PrepareSettings, args)
         plan = plan_prepare(args.source, settings)  # source errors before the tokenizer is loaded
         return prepare(args.source, load_tokenizer(args.tokenizer), args.out, plan=plan,
-                       tokenizer_name=args.tokenizer, workers=args.workers, shard=shard,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+                       tokenizer_name=args.tokenizer, workers=job.workers, shard=shard,
+                       overwrite=args.overwrite, progress=job.progress)
     from twinlm.recipe import load_recipe
 
     flags = given(PrepareSettings, args)
@@ -125,8 +119,8 @@ def _prepare(args, shard):
     settings = PrepareSettings(**{**from_recipe, **flags})
     plan = plan_prepare(source, settings)
     name, tokenizer = _recipe_tokenizer(recipe, source, args.out)
-    return prepare(source, tokenizer, args.out, plan=plan, tokenizer_name=name, workers=args.workers,
-                   shard=shard, overwrite=args.overwrite, progress=not args.no_progress)
+    return prepare(source, tokenizer, args.out, plan=plan, tokenizer_name=name, workers=job.workers,
+                   shard=shard, overwrite=args.overwrite, progress=job.progress)
 
 
 def _recipe_source(recipe, phase_name: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twinlm.commands.common import add_align_args
+from twinlm.commands.common import add_align_args, run_alignment
 
 HELP = """Fine-tune a decoder (e.g. <run>/decoder) on TRL's SFTTrainer. ROWS is a jsonl/json/csv/parquet
 file, a datasets save_to_disk folder or a hub id, in one of TRL's formats: 'text'; 'prompt' +
@@ -28,14 +28,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from twinlm.align.heldout import summary
     from twinlm.align.sft import SFTSettings, sft
-    from twinlm.config import from_flags
 
-    settings = from_flags(SFTSettings, args)
-    metrics = sft(args.model, args.data, args.out, settings, overwrite=args.overwrite, resume=args.resume,
-                  eval_data=args.eval_data)
-    held = f"; {summary(metrics['before'], metrics['after'])}" if args.eval_data else ""
+    metrics, held = run_alignment(args, SFTSettings, sft)
     print(f"sft: train loss {metrics.get('train_loss', float('nan')):.4f} ({metrics['data_format']} data){held}; "
           f"model: {args.out}")
     return 0

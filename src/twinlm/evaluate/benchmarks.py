@@ -217,7 +217,8 @@ def run_lm_eval(model: dict, plan: LmEvalPlan, scoring: str = "ettin", batch_siz
 
 def _quietly(fn):
     """Run `fn` with the harness's and datasets' own progress bars and info logs off (the one
-    progress line per run is ours)."""
+    progress line per run is ours), and without the stray "fatal: not a git repository" line
+    (see `_git_hash`). Everything else the harness writes to stderr still reaches the user."""
     import logging
     from contextlib import ExitStack
     from unittest import mock
@@ -233,7 +234,25 @@ def _quietly(fn):
     with ExitStack() as stack:
         for module in ("lm_eval.api.model", "lm_eval.api.task", "lm_eval.models.huggingface"):
             stack.enter_context(mock.patch(f"{module}.tqdm", silent))
+        stack.enter_context(mock.patch("lm_eval.evaluator.get_git_commit_hash", _git_hash))
         return fn()
+
+
+def _git_hash():
+    """The harness's get_git_commit_hash (lm_eval/loggers/utils.py) with git's stderr captured.
+    `simple_evaluate` records the commit of the current folder by running `git describe`, whose
+    stderr is the terminal's: outside a repository it prints "fatal: not a git repository" though
+    nothing failed. Same answer as the harness's: git's, else the .git folder's, else None."""
+    import os
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, check=True)  # noqa: S607
+        return done.stdout.strip().decode()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
 
 
 def load_mteb_tasks(specs: list[str]) -> dict:

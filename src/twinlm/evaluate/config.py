@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twinlm.config import given
@@ -27,21 +27,26 @@ class EvalConfig:
     continuation in the choice task and lm-eval ("ettin": Ettin's left-to-right masked protocol;
     "pll": classic pseudo-log-likelihood; see evaluate/scoring.py)."""
 
-    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
+    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES), metadata={"help": (
+        "comma-separated tasks (default: all; a model without a twinlm recipe runs only the tasks named here and the "
+        "--lm-eval/--mteb benchmarks)")})
     # True when `tasks` is the default list rather than named by the user: a model without a twinlm
     # recipe has no built-in world, so it then runs none of them (only --lm-eval / --mteb).
     default_tasks: bool = False
-    seeds: int = field(default=3, metadata={"help": "fine-tuning seeds per learning rate (--suite: Ettin's one, 42)"})
-    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
-    steps: int = field(default=150, metadata={"help": "fine-tuning steps per run (--suite: Ettin's epochs per task)"})
-    # Per-task overrides of `steps` and `lrs` ({"retrieval": 150}): tasks differ in how long they
-    # take to leave the trivial loss, and every model still gets the same budget per task.
-    task_steps: dict[str, int] = field(default_factory=dict)
-    task_lrs: dict[str, list[float]] = field(default_factory=dict)
-    batch_size: int = field(default=32, metadata={
+    seeds: int = field(default=3, metadata={"min": 1, "help": "fine-tuning seeds per learning rate (--suite: Ettin's one, 42)"})
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3], metadata={"help": (
+        "learning-rate grid, the same for every model (--suite: Ettin's sweep, 1e-5,3e-5,5e-5,8e-5,1e-4,3e-4)")})
+    steps: int = field(default=150, metadata={"min": 1, "help": "fine-tuning steps per run (--suite: Ettin's epochs per task)"})
+    # Per-task overrides of `steps` and `lrs`: tasks differ in how long they take to leave the
+    # trivial loss, and every model still gets the same budget per task.
+    task_steps: dict[str, int] = field(default_factory=dict, metadata={
+        "metavar": "retrieval=150,classification=60", "help": "per-task steps overriding --steps"})
+    task_lrs: dict[str, list[float]] = field(default_factory=dict, metadata={
+        "metavar": "retrieval=1e-3/3e-4,...", "help": "per-task learning-rate grids overriding --lrs"})
+    batch_size: int = field(default=32, metadata={"min": 2,
         "help": "fine-tuning batch size (--suite: Ettin's sweep, 16,32,64,128)"})
-    max_length: int = field(default=128, metadata={"help": "tokens per fine-tuning input (--suite: 512, Ettin's)"})
-    max_items: int = field(default=400, metadata={
+    max_length: int = field(default=128, metadata={"min": 1, "help": "tokens per fine-tuning input (--suite: 512, Ettin's)"})
+    max_items: int = field(default=400, metadata={"min": 1,
         "help": "cap on multiple-choice items and held-out texts (--suite: items scored per task; all if absent)"})
     # Encoder pooling for classification and retrieval. "auto" follows Ettin: sentence-transformers'
     # default (the model's own pooling for a sentence-transformers folder, else mean; mean is also
@@ -96,27 +101,36 @@ class EvalConfig:
         return asdict(self)
 
 
-def parse_task_values(text: str | None, what: str, many: bool) -> dict:
-    """{"retrieval": 150} from "retrieval=150" (or {"retrieval": [1e-3, 3e-4]} from
-    "retrieval=1e-3/3e-4" when `many`), comma-separated; a one-line UserError otherwise."""
-    out: dict = {}
-    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
-        task, sep, value = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[task.strip()] = [float(v) for v in value.split("/")] if many else int(value)
-        except ValueError:
-            example = "retrieval=1e-3/3e-4,classification=1e-4" if many else "retrieval=150,classification=60"
-            raise UserError(f"{what} takes TASK=VALUE pairs such as {example}, got {part!r}") from None
-    return out
+@dataclass
+class HarnessRuns:
+    """`twinlm eval`'s runs of the field's own harnesses on task lists of their own, beside the
+    comparison tasks (their item limit and batch size are the suite's: SuiteSettings)."""
+
+    lm_eval: list[str] | None = field(default=None, metadata={"metavar": "TASKS", "help": (
+        "also run lm-evaluation-harness itself on TASKS (comma-separated): its task names (sciq,arc_easy,...; their "
+        "data come from the hub) or local task YAML files or folders of them (offline; data_files are read relative "
+        "to the current folder, as lm-eval does). Decoders are scored by the harness's own HFLM, so the numbers are "
+        "the harness's; encoders by twinlm's twinlm-encoder model class (--encoder-scoring). Results: "
+        "benchmarks.lm_eval in results.json, every item's scores in OUT/lm_eval/")})
+    mteb: list[str] | None = field(default=None, metadata={"metavar": "TASKS", "help": (
+        "also run the mteb package itself on retrieval TASKS (comma-separated): mteb task names (SciFact,NFCorpus,...; "
+        "their data come from the hub) or BEIR-layout folders (corpus.jsonl, queries.jsonl, qrels/test.tsv; "
+        "offline). A sentence-transformers model is scored as it is, any other model after fine-tuning into one on "
+        "its world's retrieval data. Main score nDCG@10 (graded, pytrec_eval). Results: benchmarks.mteb in "
+        "results.json")})
 
 
 def flag_values(args: argparse.Namespace) -> dict:
     """The EvalConfig fields whose flags (made by `config.add_flags`: the documented fields) were
-    given, as typed values. tasks, lrs and the per-task tables have hand-parsed flags of their own."""
-    documented = {f.name for f in fields(EvalConfig) if "help" in f.metadata}
-    return given(EvalConfig, argparse.Namespace(**{k: v for k, v in vars(args).items() if k in documented}))
+    given, as typed values."""
+    return given(EvalConfig, args)
+
+
+def eval_config(args: argparse.Namespace, defaults: dict | None = None) -> EvalConfig:
+    """The EvalConfig a command's flags ask for (over the command's own `defaults`); naming
+    --tasks turns off "every task the model has data for"."""
+    values = {**(defaults or {}), **flag_values(args)}
+    return EvalConfig(**values, default_tasks="tasks" not in values)
 
 
 def encoder_pooling(pooling: str, path: str) -> str:

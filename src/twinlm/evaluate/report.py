@@ -290,10 +290,11 @@ def findings(results: dict) -> list[dict]:
             name = statement + ("" if task == where[0] else f" ({task})")
             pairs = twin_pairs(results, task)
             if len(pairs) >= 2:  # the twins of one run against each other, the gap's spread over runs
-                lines.append({"finding": name, **over_runs(task, pairs, expected, settings)})
-                continue
-            j = judge_pair(task, _best(results, task, expected), _best(results, task, other), settings)
-            lines.append({"finding": name, **_describe(j)})
+                line = {"finding": name, **over_runs(task, pairs, expected, settings)}
+            else:
+                j = judge_pair(task, _best(results, task, expected), _best(results, task, other), settings)
+                line = {"finding": name, **_describe(j, _unmeasured(results, task, where))}
+            lines.append({**line, "detail": line["detail"] + _partial(results, task)})
     crossed = [m for m in results["models"].values() if m.get("origin", "native") != "native"]
     if not crossed:
         lines.append({"finding": CROSS_FINDING, "verdict": "inconclusive", "detail": "not measured: no cross-objective "
@@ -318,10 +319,32 @@ def findings(results: dict) -> list[dict]:
     return lines
 
 
-def _describe(j: dict) -> dict:
+def _unmeasured(results: dict, task: str, where: tuple[str, ...]) -> str:
+    """Why a finding has no pair to judge on `task`: no model ran any task it is judged on, or
+    only one architecture (among native models) did."""
+    ran = {m["architecture"] for m in results["models"].values()
+           if m.get("origin", "native") == "native" and task in entries(m)}
+    if not ran:
+        return f"not measured: no model here ran a task this finding is judged on ({', '.join(where)})"
+    missing = " or ".join(sorted({"encoder", "decoder"} - ran))
+    return f"not measured: needs both an encoder and a decoder, and no native {missing} ran {task}"
+
+
+def _partial(results: dict, task: str) -> str:
+    """'' unless `task` is one task of a suite part whose headline average is missing: then why it
+    is judged alone (the paper's finding is on the average, which needs every task)."""
+    part, _, name = task.partition("/")
+    for m in results["models"].values():
+        p = (m.get("suite") or {}).get(part)
+        if p and p.get("average") is None and name in p.get("tasks", {}):
+            return (f" (judged on this task alone: the paper's {p.get('average_name', part)} needs all "
+                    f"{len(p.get('averaged', []))} tasks, {len(p['tasks'])} ran)")
+    return ""
+
+
+def _describe(j: dict, unmeasured: str = "") -> dict:
     if j["gap"] is None:
-        return {"verdict": j["verdict"], "detail": f"{j['why']}: needs both an encoder and a decoder",
-                "gap": "", "spread": "", "budget": j["budget"]}
+        return {"verdict": j["verdict"], "detail": unmeasured or j["why"], "gap": "", "spread": "", "budget": j["budget"]}
     detail = (f"{j['names'][0]} {j['means'][0]:.3f} vs {j['names'][1]} {j['means'][1]:.3f} ({j['metric']})"
               + (f"; inconclusive: {j['why']}" if j["why"] else ""))
     return {"verdict": j["verdict"], "detail": detail, "gap": f"{j['gap']:+.3f}",

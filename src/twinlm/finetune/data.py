@@ -46,17 +46,6 @@ class LossColumns:
         return ", ".join(parts)
 
 
-def parse_column_mapping(pairs: list[str] | None) -> dict[str, str]:
-    """["anchor=question", ...] -> {"anchor": "question", ...}."""
-    mapping: dict[str, str] = {}
-    for pair in pairs or []:
-        new, sep, old = pair.partition("=")
-        if not sep or not new.strip() or not old.strip():
-            raise UserError(f"--columns expects NEW=OLD (e.g. anchor=question), got {pair!r}")
-        mapping[new.strip()] = old.strip()
-    return mapping
-
-
 def load_table(source: str, split: str = "train", max_rows: int | None = None):
     """A `datasets.Dataset` from a json/jsonl/csv/tsv/parquet file, a save_to_disk folder or a hub name."""
     import datasets

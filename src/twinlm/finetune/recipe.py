@@ -147,7 +147,10 @@ class RerankSection:
 class MiningSection:
     """Hard-negative mining with a dense model (see twinlm.finetune.mining)."""
 
-    model: str | None = None  # a SentenceTransformer folder or hub id; None: no mining
+    model: str | None = field(default=None, metadata={"flag": "mine_with", "metavar": "DENSE_MODEL", "help": (
+        "rerank: add hard negatives mined with this SentenceTransformer (a folder or hub id) to (query, positive) "
+        "pairs (tune with --set mining.num_negatives=N, mining.range_min/range_max, mining.absolute_margin, "
+        "mining.relative_margin, mining.sampling_strategy=top|random)")})
     num_negatives: int = 3
     range_min: int = 0  # skip the `range_min` most similar texts (likely unlabelled positives)
     range_max: int | None = None  # consider only the `range_max` most similar texts
@@ -180,14 +183,19 @@ class FinetuneRecipe:
 
     name: str = "finetune"
     kind: str = "dense"  # one of KINDS
-    base_model: str = ""  # a folder (a twinlm twin) or a hub id
-    train_data: str | None = None  # None: the built-in world's task data
-    split: str = "train"
-    eval_data: str | None = None  # BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); None: the world
+    base_model: str = field(default="", metadata={"flag": "base", "metavar": "MODEL", "help": "base model: a folder or a hub id"})
+    train_data: str | None = field(default=None, metadata={"flag": "data", "help": (
+        "training data: json, jsonl, csv, parquet, a save_to_disk folder or a hub dataset; without any, the "
+        "built-in world's task data")})
+    split: str = field(default="train", metadata={"help": "split of a hub dataset or DatasetDict folder"})
+    eval_data: str | None = field(default=None, metadata={"help": (
+        "BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) for retrieval evaluation; without one, the world's "
+        "held-out questions")})
     max_rows: int | None = None  # cap on training rows
-    loss: str = ""  # empty: the kind's default loss
+    loss: str = field(default="", metadata={"help": "loss class name (see the kind's module docs)"})
     loss_args: dict[str, Any] = field(default_factory=dict)
-    columns: dict[str, str] = field(default_factory=dict)  # new=old renames before matching the loss
+    columns: dict[str, str] = field(default_factory=dict, metadata={"repeat": True, "metavar": "NEW=OLD", "help": (
+        "rename a data column to the name the loss expects, e.g. anchor=question (repeatable)")})
     datasets: list[DatasetSpec] = field(default_factory=list)  # multi-dataset training; overrides train_data
     world: WorldConfig | None = None  # None: the base model's own world (its twinlm.yaml), else defaults
     world_heldout: float | None = None  # share of world people kept for evaluation; None: the world's own

@@ -26,7 +26,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -56,12 +55,12 @@ from twinlm.data.prepare.units import (
     worker_init,
 )
 from twinlm.data.sources import ids as token_ids
-from twinlm.data.sources.pieces import Piece, source_columns, source_pieces
+from twinlm.data.sources.pieces import Piece, source_pieces
 from twinlm.data.sources.resolve import describe_source, source_fingerprint
 from twinlm.data.store import id_dtype
 from twinlm.data.tokenizer import for_twin
 from twinlm.errors import UserError
-from twinlm.outputs import write_json
+from twinlm.outputs import check_out, empty, has_content, write_json
 
 __all__ = ["FORMAT", "VERSION", "PrepareSettings", "Summary", "merge", "parse_shard", "plan_prepare", "prepare",
            "read_meta"]
@@ -94,20 +93,9 @@ class _Plan:
 
 
 def _classify(source: str, settings: PrepareSettings) -> str:
-    """'text' or 'tokens' for the whole source; UserError naming the columns if neither."""
-    kinds = set()
-    for where, columns in source_columns(source, settings.split):
-        if columns is None or settings.text_column in columns:
-            kinds.add("text")
-        elif IDS_COLUMN in columns:
-            kinds.add("tokens")
-        else:
-            found = ", ".join(columns) or "none"
-            raise UserError(f"{where}: no text column '{settings.text_column}' and no token-id column "
-                            f"'{IDS_COLUMN}'; columns found: {found}; name the text column with --text-column NAME")
-    if len(kinds) > 1:
-        raise UserError(f"{source} mixes text and pre-tokenized ({IDS_COLUMN}) files; prepare them separately")
-    return kinds.pop() if kinds else "text"
+    """'text' or 'tokens' for the whole source (the rule pretraining's reader applies too)."""
+    return token_ids.probe_source(source, IDS_COLUMN, settings.text_column, settings.split,
+                                  fix="name the text column with --text-column NAME").kind
 
 
 def _token_streams(source: str, settings: PrepareSettings) -> list[Piece]:
@@ -169,22 +157,13 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def _clear(out: Path) -> None:
-    """Empty `out` (held under our lock, which stays)."""
-    for entry in out.iterdir():
-        if entry.name == LOCK:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
 def _claim_output(out: Path, meta: dict, overwrite: bool) -> dict | None:
-    """Check --out (locked) before any work: returns the earlier meta when resuming, None when fresh."""
+    """Check --out (locked) before any work: returns the earlier meta when resuming, None when fresh.
+    Unlike other commands', an unfinished prepare of the same job resumes without --resume (its
+    units are recorded as they finish, and the same command is the natural way to continue)."""
     if overwrite:
-        _clear(out)
-    if not any(e.name != LOCK for e in out.iterdir()):
+        empty(out, keep=(LOCK,))
+    if not has_content(out, ignore=(LOCK,)):
         return None
     old = read_meta(out)
     if old is None:
@@ -398,11 +377,10 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         if not p.is_dir():
             raise UserError(f"no such part folder: {p}")
     _unit_records(parts)  # every check before anything is written
-    if out.is_dir() and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_out(out, overwrite, ignore=(LOCK,))
     lock = _Lock(out)
     try:
-        _clear(out)
+        empty(out, keep=(LOCK,))
         summary = finalize(*_unit_records(parts), parts, out, move=False)
         summary.seconds = time.time() - start
         return summary

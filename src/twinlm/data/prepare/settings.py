@@ -42,3 +42,16 @@ class PrepareSettings:
             raise UserError(f"--shard-tokens must be >= 1, got {self.shard_tokens}")
         if self.unit_bytes is not None and self.unit_bytes < 1:
             raise UserError(f"--unit-bytes must be >= 1, got {self.unit_bytes}")
+
+
+@dataclass
+class PrepareJob:
+    """How a prepare runs, not what it writes: the stores are the same for any value of these, so
+    they are not part of the resume check."""
+
+    workers: int | None = field(default=None, metadata={"min": 1, "help": "worker processes (default: all cores)"})
+    shard: str | None = field(default=None, metadata={"metavar": "i/n", "help": (
+        "prepare only units u with u % n == i (one machine of n); merge the n parts with --merge")})
+    merge: list[str] | None = field(default=None, metadata={"nargs": "+", "metavar": "PART", "help": (
+        "merge the part folders of a --shard i/n prepare")})
+    progress: bool = field(default=True, metadata={"help": "a progress bar (the summary line is printed either way)"})

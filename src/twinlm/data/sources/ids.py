@@ -102,9 +102,10 @@ def _streams(source: str) -> list[Unit]:
 
 
 def probe_source(source: str, ids_column: str = "input_ids", text_column: str = "text",
-                 split: str = "train") -> SourceProbe:
-    """Classify `source` as pre-tokenized or text from its columns; UserError when it is neither,
-    when its streams disagree, or when `text_column` names a non-text column of a token stream."""
+                 split: str = "train", fix: str = "set data.ids_column or data.text_column") -> SourceProbe:
+    """Classify `source` as pre-tokenized or text from its columns; UserError when it is neither
+    (ending with `fix`, the way to name the column in the caller's terms), when its streams
+    disagree, or when `text_column` names a non-text column of a token stream."""
     if is_store(source):
         raise UserError(f"{source} is a bare token store; point at the prepared folder that holds it "
                         "(the one with prepare.json, train/ and heldout/)")
@@ -132,7 +133,7 @@ def probe_source(source: str, ids_column: str = "input_ids", text_column: str = 
         else:
             found = ", ".join(columns) or "none"
             raise UserError(f"stream {str(unit.path)} has neither a token-ids column '{ids_column}' nor a text column "
-                            f"'{text_column}'; columns found: {found}; set data.ids_column or data.text_column")
+                            f"'{text_column}'; columns found: {found}; {fix}")
     if len(kinds) > 1:
         raise UserError(f"source {source!r} mixes pre-tokenized streams (column '{ids_column}') and text streams; "
                         "prepare them as separate streams")

@@ -32,7 +32,6 @@ from twinlm.data.sources.text import (
     text_disk,
     text_mds,
     text_parquet,
-    unit_columns,
 )
 from twinlm.errors import UserError
 
@@ -115,12 +114,6 @@ def _disk_pieces(path: Path, name: str, split: str, piece_bytes: int) -> list[Pi
     step = max(1, piece_bytes * rows // nbytes)
     return [Piece("disk", str(path), name, a, min(a + step, rows), nbytes * (min(a + step, rows) - a) // max(1, rows))
             for a in range(0, rows, step)]
-
-
-def source_columns(source: str, split: str = "train") -> list[tuple[str, list[str] | None]]:
-    """(where, column names) of every structured file or folder of `source`; None for plain text
-    (which has no columns). Cheap: headers, schemas, first lines and indexes only."""
-    return [(str(unit.path), unit_columns(unit, split, "--split NAME")) for unit in source_units(source)]
 
 
 def read_piece(piece: Piece, text_column: str = "text", split: str = "train") -> Iterator[tuple[int, str, int]]:

@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PARTS = ("glue", "retrieval", "generative", "winogender")
+# Raised whenever a part's protocol changes what a finished run's score means (2: GLUE's decoupled
+# weight decay and seeded heads), so that --resume never mixes runs of two protocols.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,47 @@ class SuiteRun:
 
 @dataclass
 class SuiteSettings:
-    """What every part reads. None means "the part's own default" (for GLUE: Ettin's sweep)."""
+    """What every part reads. None means "the part's own default" (for GLUE: Ettin's sweep).
+    Fields with help are the suite's own flags (`twinlm.config.add_flags`); the budget fields
+    (lrs, seeds, steps, batch_sizes, max_length, max_items, pooling, encoder_scoring) come from
+    EvalConfig's flags, and only those given replace Ettin's sweep."""
 
+    suite: str | None = field(default=None, metadata={"metavar": "SPEC", "help": (
+        "run the field's benchmarks instead of the world's tasks: ettin (all four parts: glue, retrieval, generative, "
+        "winogender), a comma list of parts, or single tasks as part:task (glue:sst2,generative:piqa). GLUE follows "
+        "Ettin's sweep (lr 1e-5..3e-4 x batch 16..128 x epochs per task, seed 42, best run on validation; "
+        "MRPC/STS-B/RTE start from the best MNLI checkpoint); --lrs/--seeds/--steps/--batch-size/--max-length replace "
+        "parts of it for a smaller run. Writes OUT/runs/<run>.json as each run ends, OUT/results.json and "
+        "OUT/report.md/.html (the paper's encoder and decoder tables)")})
+    data_dir: Path | None = field(default=None, metadata={"metavar": "DIR", "help": (
+        "offline copies of the datasets in the hub's layout: DIR/<hub id>[/<config>]/<split>-*.parquet (jsonl, csv "
+        "too), e.g. DIR/nyu-mll/glue/sst2/train-00000-of-00001.parquet (default: the hub)")})
+    skip_missing: bool = field(default=False, metadata={"help": (
+        "leave out tasks whose data is missing (listed in the report) instead of stopping before any work")})
+    dry_run: bool = field(default=False, metadata={"help": (
+        "list every run (task, model, lr, seed, epochs), the data each reads and where it is found, and the cost; "
+        "run nothing")})
+    resume: bool = field(default=False, metadata={"help": (
+        "continue the suite in an existing --out: finished runs are kept, missing or cut-off ones run; refused when "
+        "a setting changed")})
+    classification_data: tuple[str, ...] = field(default=(), metadata={"repeat": True, "metavar": "FILE_OR_HUB_ID", "help": (
+        "a dataset with text (optionally text_pair) and label columns, run as suite task classification:<name> like "
+        "a GLUE task (a float label: regression); repeatable; without --suite, only these run")})
+    retrieval_train: str | None = field(default=None, metadata={"metavar": "SOURCE", "help": (
+        "retrieval: train on SOURCE (a hub id, a pairs/triplets file, or a BEIR folder with qrels/train.tsv) instead "
+        "of Ettin's MS MARCO triplets")})
+    mteb_tasks: tuple[str, ...] | None = field(default=None, metadata={"metavar": "NAMES", "help": (
+        "retrieval: score on these mteb tasks or BEIR folders (comma-separated) instead of MTEB(eng, v2)'s retrieval "
+        "tasks")})
+    max_train: int | None = field(default=None, metadata={"min": 1, "help": (
+        "retrieval: train on at most N rows (default: Ettin's 1.25M)")})
+    lm_eval_limit: int | None = field(default=None, metadata={"min": 1, "help": (
+        "score only the first N items of each generative task (the harness's --limit; also --lm-eval's tasks)")})
+    lm_eval_batch_size: int = field(default=8, metadata={"min": 1, "help": (
+        "decoders: the harness's --batch_size; encoders: equal-length rows per forward pass (no padding, so it never "
+        "changes a score)")})
     out: Path | None = None  # the suite's output folder; a part may keep files under out/<part>/
-    data_dir: Path | None = None  # --data-dir: offline mirrors in the hub layout (mirror.py)
-    skip_missing: bool = False
     max_items: int | None = None  # cap on scored items (evaluation rows) per task
-    lm_eval_limit: int | None = None  # items per generative task (the harness's --limit)
-    lm_eval_batch_size: int = 8  # the harness's --batch_size (decoders); never changes a score
     lrs: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
     steps: int | None = None  # fine-tuning steps per run, replacing the sweep's epochs
@@ -67,17 +103,14 @@ class SuiteSettings:
     max_length: int | None = None
     pooling: str = "auto"  # encoders; decoders pool the last token
     encoder_scoring: str = "ettin"  # how encoders score continuations (evaluate/scoring.py)
-    classification_data: tuple[str, ...] = ()  # extra text(/text_pair)/label datasets (files or hub ids)
-    retrieval_train: str | None = None  # None: MS MARCO triplets, as Ettin; else a hub id, file or BEIR folder
-    mteb_tasks: tuple[str, ...] | None = None  # None: MTEB(eng, v2)'s retrieval tasks
-    max_train: int | None = None  # cap on retrieval training rows (None: Ettin's 1.25M)
     spec: dict = field(default_factory=dict)  # {part: [tasks]} this suite runs (GLUE's second round needs MNLI's)
 
     def fingerprint(self) -> dict:
         """The settings a finished run's result depends on (a --resume must not change them)."""
         keep = ("max_items", "lm_eval_limit", "lrs", "seeds", "steps", "batch_sizes", "max_length", "pooling",
                 "encoder_scoring", "retrieval_train", "mteb_tasks", "max_train")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+        kept = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keep}
+        return {"protocol": PROTOCOL, **kept}
 
     @property
     def batch_size(self) -> int | None:

@@ -118,11 +118,11 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
         test = test.map(lambda b: {"label": [index[str(v)] for v in b["label"]]}, batched=True)
     labels = 1 if regression else len(names)
     columns = ("text", "text_pair") if "text_pair" in train.column_names else ("text",)
-    net, tok = heads.load_head(model.path, model.architecture, labels, settings.pooling)
+    net, tok = heads.load_head(model.path, model.architecture, labels, settings.pooling, seed=run.seed)
     length = int(extra["max_length"])
     losses, steps = heads.train(net, tok, train, columns, lr=run.lr, batch_size=int(extra["batch_size"]), seed=run.seed,
                                 epochs=run.epochs, steps=int(extra["steps"] or 0) or None, max_length=length,
-                                weight_decay=glue.G.WEIGHT_DECAY, warmup=glue.G.WARMUP, adam=glue.G.ADAM)
+                                weight_decay=glue.G.trainer_weight_decay(run.lr), warmup=glue.G.WARMUP, adam=glue.G.ADAM)
     gold, pred = list(test["label"]), heads.predict(net, tok, test, columns, length)
     if regression:
         flat = np.ptp(np.asarray(pred, dtype=float)) == 0

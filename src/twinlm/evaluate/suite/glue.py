@@ -67,20 +67,31 @@ def execute(run: SuiteRun, model, settings: SuiteSettings) -> dict:
     if extra["start"] == "mnli" and start is None:
         raise UserError(f"glue:{run.task} starts from the best MNLI checkpoint of {model.name}, but none was kept "
                         f"under {settings.out}; run the MNLI part first (or resume the suite that ran it)")
-    net, tok = heads.load_head(model.path, model.architecture, t.labels, settings.pooling, start and str(start))
+    net, tok = heads.load_head(model.path, model.architecture, t.labels, settings.pooling, start and str(start),
+                               seed=run.seed)
     length = int(extra["max_length"])
+    history: list[tuple[int, float]] = []
+
+    def evaluate(step: int) -> dict:
+        """The task's metrics on the evaluation splits now; (step, select) kept for the record."""
+        preds = {s: (list(d["label"]), heads.predict(net, tok, d, t.columns, length)) for s, d in evals.items()}
+        found = G.metric_values(t, preds)
+        history.append((step, G.scores(found, t.select, t.averaged)[0]))
+        return found
+
+    # Ettin's protocol (glue_tasks.py): evaluations at its cadence, the whole budget trained (its
+    # configured early stopper never fired), the score taken from the last evaluation.
     losses, steps = heads.train(net, tok, train, t.columns, lr=run.lr, batch_size=int(extra["batch_size"]),
                                 seed=run.seed, epochs=run.epochs, steps=int(extra["steps"] or 0) or None,
-                                max_length=length, weight_decay=G.WEIGHT_DECAY, warmup=G.WARMUP, adam=G.ADAM)
-    preds = {s: (list(d["label"]), heads.predict(net, tok, d, t.columns, length)) for s, d in evals.items()}
-    metrics = G.metric_values(t, preds)
+                                max_length=length, weight_decay=G.trainer_weight_decay(run.lr), warmup=G.WARMUP, adam=G.ADAM,
+                                eval_every=t.eval_every, on_eval=evaluate)
+    metrics = evaluate(steps)
     select, score = G.scores(metrics, t.select, t.averaged)
     verdict = judge(losses, heads.trivial_loss(list(train["label"]), t.labels))
     record = {"score": score, "select": select, "metrics": metrics, "steps": steps,
               "train_loss_first": losses[0] if losses else None, **verdict,
               "start": str(start) if start else "pretrained", "eval_rows": {s: len(d) for s, d in evals.items()},
-              # Ettin's runs had an early stopper; here every run trains its full budget and is scored once.
-              "early_stopping": False}
+              **G.protocol(t.eval_every, history)}
     if run.task == "mnli" and settings.out is not None and any(t in settings.spec.get("glue", []) for t in G.FROM_MNLI):
         keep_if_best(settings.out, model.name, run.key, select, net, tok)
     return record

@@ -14,11 +14,17 @@ from twinlm.evaluate.config import encoder_pooling
 from twinlm.evaluate.convergence import prior_entropy
 
 
-def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None):
+def load_head(path: str, architecture: str, num_labels: int, pooling: str = "auto", start: str | None = None,
+              seed: int | None = None):
     """(model, tokenizer): a fresh head on the model at `path`, or on the body of `start` (a
     fine-tuned checkpoint of another task, e.g. MNLI: its head is replaced when the label count
-    differs)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    differs). With `seed`, the new head's random initialisation comes from that seed (as Ettin
+    seeds before building the model, bert24 eval.py), not from whatever ran before in the process,
+    so a run's result does not depend on the runs before it (or on --resume)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    if seed is not None:
+        set_seed(seed)
 
     tok = AutoTokenizer.from_pretrained(path)
     kwargs = {}
@@ -52,9 +58,11 @@ def trivial_loss(labels: list, num_labels: int) -> float:
 
 def train(model, tok, data, columns: tuple[str, ...], *, lr: float, batch_size: int, seed: int,
           epochs: float | None, steps: int | None, max_length: int, weight_decay: float, warmup: float,
-          adam: dict) -> tuple[list[float], int]:
+          adam: dict, eval_every: int | None = None, on_eval=None) -> tuple[list[float], int]:
     """Fine-tune in place on `data` (a datasets.Dataset with `columns` and `label`); returns the
-    logged training losses and the number of optimiser steps taken."""
+    logged training losses and the number of optimiser steps taken. With `eval_every`,
+    `on_eval(step)` is called after every `eval_every`-th optimiser step before the last (the
+    caller evaluates the final model itself); it must not change the model."""
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(seed)
@@ -73,9 +81,25 @@ def train(model, tok, data, columns: tuple[str, ...], *, lr: float, batch_size: 
             use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, **adam)
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tok))
         trainer.remove_callback(PrinterCallback)  # the suite prints one line per run instead
+        if eval_every and on_eval is not None:
+            trainer.add_callback(_every_n_steps(eval_every, on_eval))
         trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return losses, total
+
+
+def _every_n_steps(every: int, fn):
+    """A TrainerCallback calling fn(step) every `every` optimiser steps, the last step excepted.
+    Scoring in eval mode draws no random numbers, so the run trains exactly as without it."""
+    from transformers import TrainerCallback
+
+    class EveryNSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 and state.global_step < state.max_steps:
+                fn(state.global_step)
+                model.train()  # predict() left it in eval mode (dropout off)
+
+    return EveryNSteps()
 
 
 @torch.no_grad()

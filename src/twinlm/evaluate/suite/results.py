@@ -36,7 +36,7 @@ def default_select(records: list[dict]) -> dict:
     values = {k: statistics.fmean(r[k] for r in best if isinstance(r.get(k), (int, float))) for k in flat}
     run = best[0]["run"]
     return {"values": values, "score": statistics.fmean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-            "seeds": len(scores), "metrics": metrics, "converged": all(r.get("converged") is not False for r in best),
+            "seeds": len(scores), "seed_scores": scores, "metrics": metrics, "converged": all(r.get("converged") is not False for r in best),
             "chosen": {"lr": run.get("lr"), "epochs": run.get("epochs"), **dict(run.get("extra", []))},
             "configurations": len(groups), "runs": len(records)}
 
@@ -69,7 +69,9 @@ def summarise(plan: SuitePlan, records: dict[str, dict], settings: SuiteSettings
 
 def benchmarks(parts: dict) -> dict:
     """The headline numbers in the form the findings read (evaluate/report.py): one entry per
-    part average, and WinoGender's tasks as they are."""
+    part average, and WinoGender's tasks as they are. A part whose average is missing (not every
+    task it averages ran) gives its tasks that ran instead, one entry each, so the findings judge
+    what was measured (and say the paper's average needs all of them) rather than nothing."""
     out = {}
     for part, p in parts.items():
         if part == "winogender":  # the finding is about the neutral pronoun's share
@@ -78,7 +80,24 @@ def benchmarks(parts: dict) -> dict:
         elif p["average"] is not None:
             converged = all(p["tasks"][t].get("converged", True) for t in p["averaged"])
             out[part] = {"average": {"score": p["average"], "converged": converged}}
+        elif p["tasks"]:
+            out[part] = {t: task_entry(v) for t, v in p["tasks"].items()}
     return out
+
+
+def task_entry(result: dict) -> dict:
+    """One task's selected result as a benchmark entry: its score (a summary over seeds when
+    there are several), whether it converged, and for a zero-shot task its item count and the
+    harness's standard error (the spread a one-run score is judged with)."""
+    values = result.get("values", {})
+    seeds = result.get("seed_scores", [])
+    score = ({"mean": result["score"], "std": result["std"], "seeds": seeds} if len(seeds) > 1 else result["score"])
+    entry = {"score": score, "converged": result.get("converged", True)}
+    if isinstance(values.get("score_stderr"), (int, float)):
+        entry["score_stderr"] = values["score_stderr"]
+    if isinstance(values.get("n"), (int, float)):
+        entry["n"] = int(values["n"])
+    return entry
 
 
 def table(results: dict) -> str:

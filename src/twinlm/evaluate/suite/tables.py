@@ -93,8 +93,10 @@ def markdown(results: dict) -> list[str]:
         lines += ["### Encoder tasks (paper Table 3)", "", *encoder_table(results), "",
                   "GLUE average: the mean of the eight tasks' scores, each the mean of its metrics as Ettin's GLUE "
                   "script averages them (MNLI: matched and mismatched accuracy; MRPC, QQP: accuracy and F1; STS-B: "
-                  "Spearman; CoLA: Matthews); reported only when all eight ran. Each run trains its whole budget and is "
-                  "scored once at its end (Ettin's runs also had an early stopper).", ""]
+                  "Spearman; CoLA: Matthews); reported only when all eight ran. As in Ettin's runs, each run is "
+                  "evaluated every few hundred to few thousand steps (per task), trains its whole budget (Ettin's "
+                  "configured early stopper never fired) and is scored by its last evaluation; its record lists "
+                  "every evaluation and the best one's step.", ""]
     if "generative" in suite["spec"]:
         lines += ["### Generative tasks (paper Table 4)", "", *decoder_table(results), ""]
     if "winogender" in suite["spec"]:
