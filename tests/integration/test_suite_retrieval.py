@@ -80,3 +80,16 @@ def test_finetune_on_triplets_then_mteb(micro_run, tmp_path, twin):
     assert record["score"] == pytest.approx(100 * record["tasks"]["Tiny"]["main_score"])
     assert record["tasks"]["Tiny"]["harness"].startswith("mteb")
     assert record["train_loss_last"] < record["train_loss_first"]
+
+
+def test_a_mirrored_mteb_task_keeps_its_own_identical_id_rule(tmp_path):
+    """ArguAna, FEVERHardNegatives and FiQA2018 drop a document whose id equals the query's; read
+    from the mirror they must too (else their scores differ from mteb's own on the same data),
+    while a folder named as no mteb task stays mteb's default (keep them)."""
+    for name in ("FiQA2018", "ArguAna", "SCIDOCS", "Tiny"):
+        shutil.copytree(BEIR, tmp_path / "mirror" / name)
+    tasks = retrieval.load_eval_tasks(settings(tmp_path, mteb_tasks=["FiQA2018", "ArguAna", "SCIDOCS", "Tiny"]))
+    assert {n: t.ignore_identical_ids for n, t in tasks.items()} == {
+        "FiQA2018": True, "ArguAna": True, "SCIDOCS": False, "Tiny": False}
+    folder = retrieval.load_eval_tasks(settings(tmp_path, data_dir=None, mteb_tasks=[str(tmp_path / "mirror" / "ArguAna")]))
+    assert folder["ArguAna"].ignore_identical_ids is False  # a folder given by path is not a claim to be ArguAna

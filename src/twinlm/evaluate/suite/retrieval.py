@@ -11,7 +11,8 @@ mean), the last token for decoders. Instead of MS MARCO, any pairs / triplets da
 a file with anchor/query, positive and optional negative columns) or a BEIR folder's train qrels.
 
 Scoring: mteb's own evaluation (`mteb_local.evaluate`) on `MTEB(eng, v2)`'s retrieval tasks, or
-named mteb tasks, or local BEIR folders; with a mirror, task NAME is read from `DIR/NAME/`.
+named mteb tasks, or local BEIR folders; with a mirror, task NAME is read from `DIR/NAME/` and
+scored with NAME's own `ignore_identical_ids`.
 
 Settings read (missing ones take the default): `data_dir`; `retrieval_train` (None: MS MARCO);
 `mteb_tasks` (None: MTEB(eng, v2) retrieval); `lrs` ([1e-4]) and `seeds` (1: seed 0; an int n
@@ -182,13 +183,32 @@ def finetune(path: str, twin: str, rows, lr: float, seed: int, settings):
     return model.eval(), [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
+def _score_as(task, name: str) -> None:
+    """A mirror folder holding mteb task NAME's data is scored with that task's own setting for
+    documents whose id equals the query's: mteb drops them in ArguAna, FEVERHardNegatives and
+    FiQA2018 of MTEB(eng, v2) (`ignore_identical_ids`), and a generic local task would keep them.
+    A folder named as no mteb task stays generic."""
+    import mteb
+
+    try:
+        own = mteb.get_task(name)
+    except Exception:  # not an mteb task name (a user's own folder in the mirror)
+        return
+    task.ignore_identical_ids = bool(own.ignore_identical_ids)
+
+
 def load_eval_tasks(settings) -> dict:
     data_dir = getattr(settings, "data_dir", None)
-    specs = []
+    specs, mirrored = [], []
     for name in mteb_task_names(settings):
         folder = _task_folder(name, data_dir)
         specs.append(str(folder) if folder else name)
-    return load_tasks(specs)
+        if folder is not None and not Path(name).is_dir():
+            mirrored.append(name)
+    tasks = load_tasks(specs)
+    for name in mirrored:
+        _score_as(tasks[name], name)
+    return tasks
 
 
 def execute(run: SuiteRun, model, settings) -> dict:
