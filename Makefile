@@ -34,7 +34,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/pretrain_throughput.py
+	$(BIN)/python benchmarks/pretrain_throughput.py --rounds 3 --skip-padded
 
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py
