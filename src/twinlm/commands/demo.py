@@ -7,7 +7,7 @@ from pathlib import Path
 from twinlm.config import add_flags
 from twinlm.evaluate.config import EvalConfig, eval_config
 
-HELP = """The whole twinlm story in one command (about 7 minutes on 2 CPU cores): pretrain the nano
+HELP = """The whole twinlm story in one command (about 8 minutes on 2 CPU cores, set-up aside): pretrain the nano
 twins (recipe `nano`, all three phases) on the built-in synthetic world (600 people), show the encoder's
 predictions for masked world facts and the decoder's greedy continuation of a world prompt, then
 evaluate both twins on every comparison task (as `twinlm compare`, with a fine-tuning budget per
