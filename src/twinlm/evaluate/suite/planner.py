@@ -79,6 +79,9 @@ def make_plan(inputs: list[str], spec: str, settings: SuiteSettings) -> SuitePla
     return plan
 
 
+UNIT_NAMES = {"glue": "training steps, evaluations included", "classification": "optimiser steps"}
+
+
 def units_of(run: SuiteRun, settings: SuiteSettings) -> int:
     module = load_part(run.part)
     return int(module.units(run, settings)) if hasattr(module, "units") else 1
@@ -134,7 +137,7 @@ def cost_lines(plan: SuitePlan, settings: SuiteSettings) -> list[str]:
         params = parameters(ref.path)
         if params and extra.get("batch_size") and extra.get("max_length"):
             flops += 6 * params * units * int(extra["batch_size"]) * int(extra["max_length"])
-    out = ["cost: " + "; ".join(f"{p}: {u} units ({'optimiser steps' if p in ('glue', 'classification') else 'as the part counts'})"
+    out = ["cost: " + "; ".join(f"{p}: {u} units ({UNIT_NAMES.get(p, 'as the part counts')})"
                                 for p, u in per_part.items())]
     if flops:
         # One H100 at 40% of its dense bf16 peak (~400 TFLOP/s effective) as a yardstick.
